@@ -1,0 +1,194 @@
+"""Read makedumpfile's flattened format in place, and write it.
+
+The reader indexes the records (destination offset, size, position in the file) in compact
+arrays and serves reads of the rearranged file from the original one: nothing is copied or
+rewritten.  Gaps between records read as zeros, as the holes ``makedumpfile -R`` leaves.
+Where records overlap, the later one wins, as it does when ``makedumpfile -R`` replays them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from array import array
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import FormatError, TruncatedError
+from ..layouts import struct_format
+from ..layouts.flattened import (
+    END_FLAG,
+    MDF_HEADER_SIZE,
+    MDF_SIGNATURE,
+    TYPE_FLAT_HEADER,
+    VERSION_FLAT_HEADER,
+    build_flat_header,
+    flat_header,
+    flat_record,
+)
+from .source import Buffer, FileSource
+
+_HEAD = struct_format(flat_header)
+_REC = struct_format(flat_record)
+
+
+def is_flattened(head: bytes) -> bool:
+    return head[:16] == MDF_SIGNATURE.ljust(16, b"\0")
+
+
+class FlattenedSource:
+    """The rearranged file of a flattened dump, served from the flattened file."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = FileSource(path)
+        self.warnings: list[str] = []
+        try:
+            self._index()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _index(self) -> None:
+        f = self.file
+        if f.size < MDF_HEADER_SIZE:
+            raise TruncatedError("flattened header block is cut short", field="makedumpfile_header", offset=0)
+        sig, ftype, version = _HEAD.unpack_from(f.buffer, 0)
+        if not is_flattened(sig):
+            raise FormatError("not a makedumpfile flattened file", field="signature", offset=0)
+        if ftype != TYPE_FLAT_HEADER:
+            raise FormatError(f"unknown flattened type {ftype}", field="type", offset=16)
+        if version != VERSION_FLAT_HEADER:
+            self.warnings.append(f"flattened header version {version} (expected 1); reading anyway")
+        dest, size, src = array("q"), array("q"), array("q")
+        buf, pos, end = f.buffer, MDF_HEADER_SIZE, f.size
+        ended = False
+        while pos + _REC.size <= end:
+            off, n = _REC.unpack_from(buf, pos)
+            if off == END_FLAG and n == END_FLAG:
+                ended = True
+                pos += _REC.size
+                break
+            if off < 0 or n <= 0:
+                raise FormatError(
+                    f"impossible record (offset {off}, size {n})", field="data_header", offset=pos
+                )
+            data = pos + _REC.size
+            if data + n > end:
+                self.warnings.append(
+                    f"flattened record at {pos:#x} wants {n} bytes but the file ends at {end:#x}; "
+                    "keeping what is there"
+                )
+                n = end - data
+                if n <= 0:
+                    break
+            dest.append(off)
+            size.append(n)
+            src.append(data)
+            pos = data + n
+        if not ended:
+            self.warnings.append(
+                f"flattened file has no end marker (stopped at {pos:#x} of {end:#x}): the dump is truncated"
+            )
+        elif pos != end:
+            self.warnings.append(f"{end - pos} bytes after the flattened end marker ignored")
+        self.records = len(dest)
+        self._build(dest, size, src)
+
+    def _build(self, dest: array, size: array, src: array) -> None:
+        order = sorted(range(len(dest)), key=dest.__getitem__)
+        overlap = any(dest[a] + size[a] > dest[b] for a, b in itertools.pairwise(order))
+        if overlap:
+            order = self._resolve(dest, size, src)
+            self._dest = array("q", (o[0] for o in order))
+            self._size = array("q", (o[1] for o in order))
+            self._src = array("q", (o[2] for o in order))
+        else:
+            self._dest = array("q", (dest[i] for i in order))
+            self._size = array("q", (size[i] for i in order))
+            self._src = array("q", (src[i] for i in order))
+        self.size = max((d + s for d, s in zip(self._dest, self._size, strict=True)), default=0)
+
+    @staticmethod
+    def _resolve(dest: array, size: array, src: array) -> list[tuple[int, int, int]]:
+        """Split overlapping records so that each byte comes from the last record writing it."""
+        kept: list[tuple[int, int, int]] = []  # sorted, disjoint
+        for i in reversed(range(len(dest))):
+            lo, hi, s = dest[i], dest[i] + size[i], src[i]
+            j = bisect.bisect_left(kept, (lo, -1, -1))
+            if j and kept[j - 1][0] + kept[j - 1][1] > lo:
+                j -= 1
+            pieces = []
+            cur = lo
+            while j < len(kept) and kept[j][0] < hi:
+                k0, k1 = kept[j][0], kept[j][0] + kept[j][1]
+                if k0 > cur:
+                    pieces.append((cur, k0 - cur, s + cur - lo))
+                cur = max(cur, k1)
+                j += 1
+            if cur < hi:
+                pieces.append((cur, hi - cur, s + cur - lo))
+            for p in pieces:
+                bisect.insort(kept, p)
+        return kept
+
+    def read(self, offset: int, n: int) -> bytes:
+        return bytes(self.view(offset, n))
+
+    def view(self, offset: int, n: int) -> Buffer:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise FormatError(
+                f"read of {n} bytes past the end of the rearranged file (size {self.size:#x})", offset=offset
+            )
+        i = bisect.bisect_right(self._dest, offset) - 1
+        if i >= 0 and offset + n <= self._dest[i] + self._size[i]:
+            s = self._src[i] + offset - self._dest[i]
+            return self.file.buffer[s : s + n]
+        out = bytearray(n)
+        pos = offset
+        i = max(i, 0)
+        while pos < offset + n and i < len(self._dest):
+            d, sz, s = self._dest[i], self._size[i], self._src[i]
+            if d + sz <= pos:
+                i += 1
+                continue
+            if d >= offset + n:
+                break
+            lo, hi = max(d, pos), min(d + sz, offset + n)
+            out[lo - offset : hi - offset] = self.file.buffer[s + lo - d : s + hi - d]
+            pos = hi
+            i += 1
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class FlatWriter:
+    """Append-only writer of a flattened stream; contiguous writes are merged into one record."""
+
+    def __init__(self, out: BinaryIO, max_record: int = 1 << 20) -> None:
+        self.out = out
+        self.max_record = max_record
+        self._off = -1
+        self._buf = bytearray()
+        out.write(build_flat_header())
+
+    def write_at(self, offset: int, data: Buffer) -> None:
+        if not len(data):
+            return
+        if self._buf and offset == self._off + len(self._buf) and len(self._buf) < self.max_record:
+            self._buf += data
+            return
+        self.flush()
+        self._off = offset
+        self._buf = bytearray(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            self.out.write(_REC.pack(self._off, len(self._buf)))
+            self.out.write(self._buf)
+            self._buf = bytearray()
+
+    def close(self) -> None:
+        self.flush()
+        self.out.write(_REC.pack(END_FLAG, END_FLAG))

@@ -1,0 +1,55 @@
+"""Raw physical-memory images (``/dev/mem`` copies, ``pmemsave``, LiME-less captures): the
+file's byte 0 is physical address ``base``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from ..dump import Dump
+from ..memory import Extent, PhysicalMemory, Range
+from .source import FileSource
+
+
+class RawMemory(PhysicalMemory):
+    def __init__(self, src: FileSource, base: int = 0) -> None:
+        self.src = src
+        self.base = base
+        self._ranges = [Range(base, src.size)] if src.size else []
+
+    @property
+    def ranges(self) -> Sequence[Range]:
+        return self._ranges
+
+    def extent(self, paddr: int, limit: int) -> Extent:
+        off = paddr - self.base
+        if off < 0:
+            return Extent(None, min(limit, -off), "hole")
+        if off >= self.src.size:
+            return Extent(None, limit, "hole")
+        take = min(limit, self.src.size - off)
+        return Extent(self.src.view(off, take), take)
+
+
+def read_raw(src: FileSource, path: Path, base: int = 0) -> Dump:
+    return Dump(
+        path=path,
+        format="raw",
+        description=f"raw memory image at physical {base:#x}",
+        memory=RawMemory(src, base),
+        facts={"base": base},
+        _closers=[src],
+    )
+
+
+def write_raw(out: BinaryIO, memory: PhysicalMemory, base: int = 0, end: int | None = None) -> int:
+    """Write ``[base, end)`` of ``memory`` as a raw image; holes become file holes (zeros)."""
+    end = end if end is not None else (memory.ranges[-1].end if memory.ranges else base)
+    for addr, buf in memory.chunks(base, end):
+        if buf.count(0) == len(buf):
+            continue
+        out.seek(addr - base)
+        out.write(buf)
+    out.truncate(max(0, end - base))
+    return end - base

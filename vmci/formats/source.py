@@ -1,0 +1,87 @@
+"""Byte sources under the format readers: a read-only mmap of a file, or a flattened file
+read in place through its record index.  Readers see a logical file either way."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import FormatError, VmciError
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Source(Protocol):
+    """A read-only logical file."""
+
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes at ``offset``; raises :class:`FormatError` past the end."""
+        ...
+
+    def view(self, offset: int, n: int) -> Buffer:
+        """Like :meth:`read`, but may return a zero-copy view."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OSOpenError(VmciError):
+    exit_code = 5
+
+
+def open_readonly(path: Path) -> tuple[int, mmap.mmap | None, int]:
+    """Open ``path`` read-only; return (fd, mmap or None for an empty file, size)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise OSOpenError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else None
+    except (OSError, ValueError) as e:
+        os.close(fd)
+        raise OSOpenError(f"cannot map {path}: {e}") from None
+    return fd, mm, size
+
+
+class FileSource:
+    """A whole file, memory-mapped read-only (never written, never read into memory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd, self._mm, self.size = open_readonly(path)
+        self._mv = memoryview(self._mm) if self._mm is not None else memoryview(b"")
+
+    def _check(self, offset: int, n: int) -> None:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise FormatError(
+                f"read of {n} bytes past the end of the file (size {self.size:#x})", offset=offset
+            )
+
+    def read(self, offset: int, n: int) -> bytes:
+        self._check(offset, n)
+        return bytes(self._mv[offset : offset + n])
+
+    def view(self, offset: int, n: int) -> memoryview:
+        self._check(offset, n)
+        return self._mv[offset : offset + n]
+
+    @property
+    def buffer(self) -> memoryview:
+        return self._mv
+
+    def close(self) -> None:
+        self._mv.release()
+        if self._mm is not None:
+            # views still exported keep the mapping alive until they go
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

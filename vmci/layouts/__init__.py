@@ -1,0 +1,70 @@
+"""Binary layouts, one construct declaration per format, shared by readers and writers.
+
+:func:`struct_format` derives a :mod:`struct` format string from a flat construct ``Struct``
+of fixed-size integer and byte fields, so hot loops (page descriptors, program headers) can
+use ``struct.iter_unpack`` while the declaration stays the single source of truth.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import construct as cs
+
+_INT_CODES = {
+    (1, False): "B",
+    (1, True): "b",
+    (2, False): "H",
+    (2, True): "h",
+    (4, False): "I",
+    (4, True): "i",
+    (8, False): "Q",
+    (8, True): "q",
+}
+
+
+def _code(sub: Any) -> tuple[str, str | None]:
+    """struct code and byte order ('<', '>' or None) of one construct field."""
+    while isinstance(sub, cs.Renamed):
+        sub = sub.subcon
+    if isinstance(sub, cs.FormatField):
+        order, code = sub.fmtstr[0], sub.fmtstr[1:]
+        return code, order
+    if isinstance(sub, cs.BytesInteger):
+        return _INT_CODES[(sub.length, sub.signed)], "<" if sub.swapped else ">"
+    if isinstance(sub, cs.Padded) and sub.subcon is cs.Pass:
+        return f"{sub.sizeof()}x", None
+    if isinstance(sub, cs.Bytes | cs.StringEncoded | cs.Padded):
+        return f"{sub.sizeof()}s", None
+    if isinstance(sub, cs.Const):
+        return _code(sub.subcon)
+    raise TypeError(f"no struct code for {sub!r}")
+
+
+def struct_format(decl: cs.Construct) -> struct.Struct:
+    """A ``struct.Struct`` equivalent to a flat construct ``Struct`` declaration."""
+    while isinstance(decl, cs.Renamed):
+        decl = decl.subcon
+    if not isinstance(decl, cs.Struct):
+        raise TypeError("struct_format needs a construct Struct")
+    order = None
+    codes = []
+    for sub in decl.subcons:
+        code, o = _code(sub)
+        if o is not None:
+            if order not in (None, o):
+                raise TypeError("mixed byte order in one declaration")
+            order = o
+        codes.append(code)
+    fmt = struct.Struct((order or "<") + "".join(codes))
+    if fmt.size != decl.sizeof():
+        raise TypeError(f"struct size {fmt.size} != construct size {decl.sizeof()}")
+    return fmt
+
+
+def field_names(decl: cs.Construct) -> list[str]:
+    """Names of the fields of a flat ``Struct`` that carry values (no padding)."""
+    while isinstance(decl, cs.Renamed):
+        decl = decl.subcon
+    return [s.name for s in decl.subcons if s.name]
