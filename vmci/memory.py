@@ -25,6 +25,12 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 Buffer = bytes | bytearray | memoryview
 
 
+def is_zero(buf: Buffer) -> bool:
+    """True if every byte of ``buf`` is zero."""
+    b = buf if isinstance(buf, bytes) else bytes(buf)
+    return b.count(0) == len(b)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -37,8 +37,8 @@ from ..layouts.elf import (
     SHT_STRTAB,
     elf_layout,
 )
-from ..memory import Extent, PhysicalMemory, Range, merge_ranges
-from .notes import decode_notes
+from ..memory import Extent, PhysicalMemory, Range, is_zero, merge_ranges
+from .notes import cpus_from, decode_notes
 from .source import Source
 
 EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
@@ -218,9 +218,9 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     }
     producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
     facts["producer_guess"] = producer
-    from ..cpu import cpus_from_notes
-
-    cpus = cpus_from_notes(notes, "x86_64" if arch == "x86_64" or (bits == 64 and arch == "i386") else arch)
+    cpus = cpus_from(
+        notes, "x86_64" if arch == "x86_64" or (bits == 64 and arch == "i386") else arch, warnings
+    )
     return Dump(
         path=path,
         format="elf" if not container else f"elf-{container}",
@@ -403,7 +403,7 @@ def write_elf(
         for a in range(r.start, r.end, chunk):
             n = min(chunk, r.end - a)
             data = memory.read(a, n, zero_fill=True)
-            if sparse and data.count(0) == n:
+            if sparse and is_zero(data):
                 continue
             out.seek(off + a - r.start)
             out.write(data)

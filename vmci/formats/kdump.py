@@ -638,8 +638,7 @@ def write_kdump(
 
 def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
     """Open a kdump-compressed dump held in ``src`` (a file, or a flattened file's index)."""
-    from ..cpu import cpus_from_notes
-    from .notes import decode_notes
+    from .notes import cpus_from, decode_notes
 
     info = read_info(src)
     memory = KdumpMemory(src, info)
@@ -676,7 +675,7 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
         arch=arch,
         byte_order=order,
         notes=notes,
-        cpus=cpus_from_notes(notes, arch if arch in ("x86_64", "i386") else "x86_64"),
+        cpus=cpus_from(notes, arch if arch in ("x86_64", "i386") else "x86_64", warnings),
         facts=facts,
         warnings=warnings,
         _closers=[src],

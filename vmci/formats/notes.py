@@ -62,3 +62,15 @@ def find_desc(blob: bytes, name: str, byteorder: str = "little") -> tuple[int, i
         if n.name == name and n.offset is not None:
             return (n.desc_offset or 0), len(n.desc)
     return None
+
+
+def cpus_from(notes: list[Note], machine: str, warnings: list[str]) -> list:
+    """CPU states from the notes; a malformed CPU note costs a warning, not the dump."""
+    from ..cpu import cpus_from_notes
+    from ..errors import FormatError
+
+    try:
+        return cpus_from_notes(notes, machine)
+    except FormatError as e:
+        warnings.append(f"CPU state notes unreadable: {e}")
+        return []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..dump import Dump
-from ..memory import Extent, PhysicalMemory, Range
+from ..memory import Extent, PhysicalMemory, Range, is_zero
 from .source import FileSource
 
 
@@ -47,7 +47,7 @@ def write_raw(out: BinaryIO, memory: PhysicalMemory, base: int = 0, end: int | N
     """Write ``[base, end)`` of ``memory`` as a raw image; holes become file holes (zeros)."""
     end = end if end is not None else (memory.ranges[-1].end if memory.ranges else base)
     for addr, buf in memory.chunks(base, end):
-        if buf.count(0) == len(buf):
+        if is_zero(buf):
             continue
         out.seek(addr - base)
         out.write(buf)

@@ -1,0 +1,78 @@
+"""Shared test helpers: external tools (skip with a reason when absent) and sample guests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vmci.formats.notes import encode_notes
+from vmci.memory import Range, SparseMemory
+
+SAMPLE_VMCOREINFO = (
+    b"OSRELEASE=6.1.0-vmci-test\n"
+    b"BUILD-ID=0123456789abcdef0123456789abcdef01234567\n"
+    b"PAGESIZE=4096\n"
+    b"SYMBOL(init_uts_ns)=ffffffff82a13a00\n"
+    b"OFFSET(uts_namespace.name)=4\n"
+    b"SYMBOL(swapper_pg_dir)=ffffffff8260a000\n"
+    b"SYMBOL(_stext)=ffffffff81000000\n"
+    b"NUMBER(phys_base)=0\n"
+    b"SYMBOL(init_top_pgt)=ffffffff8260a000\n"
+    b"NUMBER(pgtable_l5_enabled)=0\n"
+    b"KERNELOFFSET=0\n"
+)
+FULL_UTSNAME = {
+    "sysname": "Linux",
+    "nodename": "guest",
+    "release": "6.1.0-vmci-test",
+    "version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.0",
+    "machine": "x86_64",
+    "domainname": "(none)",
+}
+
+
+def need_tool(name: str) -> str:
+    """Path of an external tool, or skip the test saying which package provides it."""
+    path = shutil.which(name)
+    if path is None:
+        pkgs = {
+            "crash": "crash",
+            "makedumpfile": "makedumpfile",
+            "readelf": "binutils",
+            "iasl": "acpica-tools",
+            "qemu-system-x86_64": "qemu-system-x86",
+        }
+        pytest.skip(f"{name} is not installed (Debian package {pkgs.get(name, name)})")
+    return path
+
+
+def need_libkdumpfile() -> str:
+    """/usr/bin/python3 when it can import Debian's python3-libkdumpfile, else skip."""
+    py = "/usr/bin/python3"
+    if not Path(py).exists():
+        pytest.skip("/usr/bin/python3 is missing (Debian python3-libkdumpfile needs it)")
+    r = subprocess.run([py, "-c", "import kdumpfile"], capture_output=True)
+    if r.returncode:
+        pytest.skip("Debian's python3-libkdumpfile is not installed")
+    return py
+
+
+def sample_memory(seed: int = 1, size: int = 0x2000000) -> SparseMemory:
+    """A small PC-like guest: low RAM below 0xA0000 and RAM from 1 MiB, some pages filled."""
+    import random
+
+    mem = SparseMemory([Range(0, 0xA0000), Range(0x100000, size - 0x100000)])
+    rnd = random.Random(seed)
+    for _ in range(64):
+        addr = rnd.randrange(0x100000, size - 0x3000) & ~0xFFF
+        mem.write(addr + rnd.randrange(0, 64), rnd.randbytes(rnd.randrange(1, 9000)))
+    mem.write(0x1000, b"low memory marker")
+    return mem
+
+
+def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2) -> bytes:
+    """CORE/NT_PRSTATUS notes for each CPU, then the VMCOREINFO note, as QEMU orders them."""
+    return encode_notes([*(("CORE", 1, bytes(336)) for _ in range(cpus)), ("VMCOREINFO", 0, text)])
