@@ -79,7 +79,7 @@ def test_readelf_lists_notes(tmp_path, guest, kind):
     owners = [
         line.split()[0]
         for line in r.stdout.splitlines()
-        if "0x0000" in line and "NT_" in line or "VMCOREINFO" in line
+        if ("0x0000" in line and "NT_" in line) or "VMCOREINFO" in line
     ]
     assert owners == ["CORE", "CORE", "VMCOREINFO"]
     assert SAMPLE_VMCOREINFO[:20].hex(" ") in r.stdout

@@ -205,6 +205,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     if any(s[2] in ((1 << 64) - 1, (1 << 32) - 1) for s in segs):
         quirks.append("PT_LOADs with p_offset -1 (mappings QEMU did not back with dumped RAM)")
     shoff = header["e_shoff"]
+    warnings += _section_warnings(elf, src.size)
     if shoff and shoff < phoff:
         quirks.append("section headers before the program headers (QEMU 7.2+ layout)")
     facts: dict[str, Any] = {
@@ -218,9 +219,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     }
     producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
     facts["producer_guess"] = producer
-    cpus = cpus_from(
-        notes, "x86_64" if arch == "x86_64" or (bits == 64 and arch == "i386") else arch, warnings
-    )
+    cpus = cpus_from(notes, arch, warnings)
     return Dump(
         path=path,
         format="elf" if not container else f"elf-{container}",
@@ -234,6 +233,20 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
         warnings=warnings,
         _closers=[src],
     )
+
+
+def _section_warnings(elf: Any, size: int) -> list[str]:
+    """Sections whose data the file does not hold (QEMU puts .shstrtab last: a cut shows here)."""
+    out = []
+    try:
+        for i in range(elf.num_sections()):
+            sh = elf.get_section(i).header
+            if sh["sh_type"] != "SHT_NOBITS" and sh["sh_offset"] + sh["sh_size"] > size:
+                out.append(f"section {i} ends at {sh['sh_offset'] + sh['sh_size']:#x}, past the end of the file "
+                           f"({size:#x}): the dump is truncated")
+    except Exception as e:  # pyelftools raises its own construct errors on cut headers
+        out.append(f"section headers unreadable ({e}): the dump may be truncated")
+    return out
 
 
 # -- writer -------------------------------------------------------------------------------------

@@ -284,6 +284,11 @@ class KdumpMemory(PhysicalMemory):
         self._cache: OrderedDict[int, Buffer] = OrderedDict()
         self._cache_pages = cache_pages
         self._bad: dict[int, str] = {}
+        self._truncated = False
+        if self.n_desc:  # writers store pages in PFN order: the last one ends the file
+            last = self._read_desc(self.n_desc - 1)
+            if last[0] + last[1] > src.size:
+                self._load(-1, last)
 
     @staticmethod
     def _rank_table(bitmap: bytes, nbits: int) -> array:
@@ -353,6 +358,12 @@ class KdumpMemory(PhysicalMemory):
         if size > bs:
             return self._corrupt(pfn, f"stored size {size} exceeds the block size {bs}")
         if off + size > self.src.size:
+            if not self._truncated:
+                self._truncated = True
+                self.warnings.append(
+                    f"page data at {off:#x} lies past the end of the file ({self.src.size:#x}): "
+                    "the dump is truncated, such pages are unreadable"
+                )
             return "truncated"
         data = self.src.view(off, size)
         codec = flags & (

@@ -1,0 +1,1 @@
+"""Architecture support: paging, address translation and KASLR discovery."""

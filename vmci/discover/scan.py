@@ -1,0 +1,425 @@
+"""Find VMCOREINFO by scanning guest-physical memory for the kernel's note.
+
+Since 4.13 the kernel allocates ``vmcoreinfo_note`` page-aligned, so the fast pass looks only
+at byte 12 of every page (a strided slice, no per-page Python loop) for the note name.  The
+full pass (``mode="full"``, or ``"auto"`` when the fast pass found nothing valid) searches
+every byte for ``VMCOREINFO\\0`` and keeps 4-byte-aligned hits: older kernels kept the note
+in .bss.  Every hit is validated like volatility3 does (namesz 11, type 0, a bounded descsz,
+text starting with ``OSRELEASE=``, printable) and listed, accepted or rejected, with its
+evidence.  The kernel's separate raw-text page (``vmcoreinfo_data``) is looked for too.
+
+When several valid notes exist (a kdump kernel's copy, a previous boot's leftovers) the
+choice is explained: a text whose ``init_uts_ns`` really holds its release at the physical
+address its own ``SYMBOL``/``phys_base`` give describes the kernel in memory; then the copy
+carrying ``CRASHTIME`` (the kernel that panicked), page alignment, and a matching data page.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+from ..errors import VmciError
+from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
+from ..memory import Buffer, PhysicalMemory, SparseMemory
+from ..vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
+from .evidence import Candidate, Evidence, Finding
+
+NEEDLE = VMCOREINFO_NOTE_NAME + b"\0"
+TEXT_MAGIC = b"OSRELEASE="
+#: VMCOREINFO_BYTES is PAGE_SIZE; 256 KiB is the largest Linux page size.
+MAX_DESCSZ = 1 << 18
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+CHUNK = 16 << 20
+MAX_REJECTED = 64
+
+_PRINTABLE = frozenset(string.printable.encode())
+_NEEDLE_RE = re.compile(re.escape(NEEDLE))
+
+Progress = Callable[[int, int], None]
+Mode = Literal["auto", "aligned", "full"]
+
+
+def scan(
+    mem: PhysicalMemory,
+    *,
+    mode: Mode = "auto",
+    byteorder: str = "little",
+    progress: Progress | None = None,
+    verify_uts: bool = True,
+) -> Finding:
+    """Scan ``mem`` for VMCOREINFO notes; return every candidate, the rejected hits and a
+    justified choice.  ``progress(bytes_done, bytes_total)`` is called as the scan advances."""
+    if mode not in ("auto", "aligned", "full"):
+        raise ValueError(f"unknown scan mode {mode!r}")
+    finding = Finding("memory-scan")
+    ev = finding.evidence
+    total = mem.size
+    passes = 2 if mode == "full" else 1
+    reporter = _Reporter(mem, progress, total * passes)
+
+    name_hits, data_pages = _aligned_pass(mem, reporter)
+    ev.info("aligned pass", f"looked at byte 12 of every page of {total} bytes: "
+                            f"{len(name_hits)} page-aligned note name(s), {len(data_pages)} page(s) "
+                            "starting with OSRELEASE=")
+    hits = set(name_hits)
+    candidates = [_validate(mem, h, True, byteorder) for h in sorted(hits)]
+
+    if mode == "full" or (mode == "auto" and not any(c.valid for c in candidates)):
+        if mode == "auto":
+            reporter.total += total
+        full_hits, unaligned = _full_pass(mem, reporter)
+        new = sorted(h for h in full_hits if h not in hits)
+        ev.info("full pass", f"searched every byte: {len(full_hits)} 4-byte-aligned "
+                             f"'VMCOREINFO\\0' ({len(new)} not page-aligned), {unaligned} unaligned "
+                             "occurrence(s) ignored (a note header is 4-byte aligned)")
+        candidates += [_validate(mem, h, False, byteorder) for h in new]
+    reporter.finish()
+
+    finding.candidates = [c for c in candidates if c.valid]
+    rejected = [c for c in candidates if not c.valid]
+    finding.rejected = rejected[:MAX_REJECTED]
+    finding.facts["rejected_hits"] = len(rejected)
+    _attach_data_pages(mem, finding, data_pages)
+    if verify_uts:
+        for c in finding.candidates:
+            _check_uts(mem, c)
+    _choose(finding)
+    return finding
+
+
+# -- passes ---------------------------------------------------------------------------------------
+
+
+class _Reporter:
+    def __init__(self, mem: PhysicalMemory, fn: Progress | None, total: int) -> None:
+        self.fn = fn
+        self.total = total
+        self.base = 0
+        self.ranges = list(mem.ranges)
+
+    def at(self, paddr: int) -> None:
+        if self.fn is not None:
+            done = sum(min(r.end, paddr) - r.start for r in self.ranges if r.start < paddr)
+            self.fn(min(self.base + done, self.total), self.total)
+
+    def next_pass(self, size: int) -> None:
+        self.base += size
+
+    def finish(self) -> None:
+        if self.fn is not None:
+            self.fn(self.total, self.total)
+
+
+def _segments(mem: PhysicalMemory) -> Iterator[tuple[int, Buffer]]:
+    """Large readable buffers covering everything that could hold a note.
+
+    Pages a :class:`SparseMemory` never stored read as zeros and cannot hold one, so only
+    runs of stored pages are read there.
+    """
+    if isinstance(mem, SparseMemory):
+        ps = mem.page_size
+        run: list[int] = []
+        for pfn in mem.stored_pages():
+            if run and (pfn != run[-1] + 1 or len(run) * ps >= CHUNK):
+                yield from _read_run(mem, run)
+                run = []
+            run.append(pfn)
+        yield from _read_run(mem, run)
+        return
+    yield from mem.chunks(max_size=CHUNK)
+
+
+def _read_run(mem: SparseMemory, run: list[int]) -> Iterator[tuple[int, Buffer]]:
+    if run:
+        ps = mem.page_size
+        start = run[0] * ps
+        if mem.readable(start, len(run) * ps):
+            yield start, mem.read(start, len(run) * ps)
+
+
+def _bytes_view(buf: Buffer) -> memoryview:
+    mv = memoryview(buf)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+def _strided_matches(mem: PhysicalMemory, addr: int, mv: memoryview, at: int, magic: bytes) -> list[int]:
+    """Page addresses ``p`` in this buffer whose bytes ``p+at ..`` start with ``magic``.
+
+    One strided slice picks byte ``at`` of every page; only pages where it equals the first
+    magic byte are compared in full (reading across the buffer end when needed).
+    """
+    ps = mem.page_size
+    first = (at - addr) % ps
+    column = bytes(mv[first::ps])
+    out = []
+    j = column.find(magic[:1])
+    while j >= 0:
+        off = first + j * ps
+        if bytes(mv[off:off + len(magic)]) == magic or (
+            off + len(magic) > len(mv) and _read_or_none(mem, addr + off, len(magic)) == magic
+        ):
+            out.append(addr + off - at)
+        j = column.find(magic[:1], j + 1)
+    return out
+
+
+def _aligned_pass(mem: PhysicalMemory, rep: _Reporter) -> tuple[list[int], list[int]]:
+    names: list[int] = []
+    data: list[int] = []
+    for addr, buf in _segments(mem):
+        mv = _bytes_view(buf)
+        names += [p + NOTE_HEADER_SIZE for p in _strided_matches(mem, addr, mv, NOTE_HEADER_SIZE, NEEDLE)]
+        data += _strided_matches(mem, addr, mv, 0, TEXT_MAGIC)
+        rep.at(addr + len(mv))
+    rep.next_pass(mem.size)
+    return names, data
+
+
+def _full_pass(mem: PhysicalMemory, rep: _Reporter) -> tuple[list[int], int]:
+    hits: list[int] = []
+    unaligned = 0
+    prev_end = None
+    tail = b""
+    for addr, buf in _segments(mem):
+        mv = _bytes_view(buf)
+        found = [addr + m.start() for m in _NEEDLE_RE.finditer(mv)]
+        if prev_end == addr and tail:  # a name split across two buffers
+            seam = tail + bytes(mv[: len(NEEDLE) - 1])
+            found += [addr - len(tail) + m.start() for m in _NEEDLE_RE.finditer(seam)]
+        for h in found:
+            if h % 4:
+                unaligned += 1
+            else:
+                hits.append(h)
+        prev_end = addr + len(mv)
+        tail = bytes(mv[-(len(NEEDLE) - 1):])
+        rep.at(prev_end)
+    rep.next_pass(mem.size)
+    return sorted(set(hits)), unaligned
+
+
+def _read_or_none(mem: PhysicalMemory, paddr: int, n: int) -> bytes | None:
+    try:
+        return mem.read(paddr, n)
+    except VmciError:
+        return None
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorder: str) -> Candidate:
+    """Check the note whose name is at ``name_paddr`` (its header 12 bytes before)."""
+    hdr_paddr = name_paddr - NOTE_HEADER_SIZE
+    ev = Evidence()
+    cand = Candidate("memory-scan", hdr_paddr, None, None, ev)
+    how = "page-aligned pass" if aligned_pass else "full pass"
+    ev.info("hit", f"'VMCOREINFO\\0' at {name_paddr:#x} ({how})", name_paddr)
+    raw = _read_or_none(mem, hdr_paddr, NOTE_HEADER_SIZE) if hdr_paddr >= 0 else None
+    if raw is None:
+        ev.fail("note header", "the 12 bytes before the name are not readable", hdr_paddr)
+        return cand
+    namesz, descsz, ntype = note_header_struct(byteorder).unpack(raw)
+    problems = []
+    if namesz != len(NEEDLE):
+        problems.append(f"n_namesz={namesz} (want 11)")
+    if ntype != VMCOREINFO_NOTE_TYPE:
+        problems.append(f"n_type={ntype} (want 0)")
+    if descsz == 0:
+        problems.append("n_descsz=0")
+    elif descsz > MAX_DESCSZ:
+        problems.append(f"n_descsz={descsz} exceeds {MAX_DESCSZ} (VMCOREINFO_BYTES is a page)")
+    if problems:
+        ev.fail("note header", "not a VMCOREINFO note header: " + ", ".join(problems), hdr_paddr)
+        return cand
+    ev.ok("note header", f"n_namesz=11 n_descsz={descsz} n_type=0", hdr_paddr)
+    desc_paddr = name_paddr + align4(len(NEEDLE))
+    desc = _read_or_none(mem, desc_paddr, descsz)
+    if desc is None:
+        ev.fail("descriptor", f"{descsz} bytes at {desc_paddr:#x} are not all in the dump", desc_paddr)
+        return cand
+    if not desc.startswith(TEXT_MAGIC):
+        ev.fail("descriptor", f"text starts with {desc[:16]!r}, not OSRELEASE=", desc_paddr)
+        return cand
+    bad = next((i for i, b in enumerate(desc) if b not in _PRINTABLE), None)
+    if bad is not None:
+        ev.fail("descriptor", f"non-printable byte {desc[bad]:#04x} at text offset {bad}", desc_paddr + bad)
+        return cand
+    text = VmcoreInfo.parse(desc)
+    cand.text = text
+    cand.note_size = NOTE_HEADER_SIZE + align4(len(NEEDLE)) + align4(descsz)
+    ev.ok("descriptor", f"{descsz} printable bytes, OSRELEASE={text.osrelease}", desc_paddr)
+    page = text._safe(lambda: text.pagesize) or 4096
+    if descsz > max(4096, page):
+        ev.warn("descriptor", f"{descsz} bytes exceed VMCOREINFO_BYTES ({max(4096, page)})", desc_paddr)
+    end = desc_paddr + align4(descsz)
+    final = _read_or_none(mem, end, NOTE_HEADER_SIZE)
+    if final == bytes(NOTE_HEADER_SIZE):
+        ev.ok("final note", "the empty terminating note follows, as update_vmcoreinfo_note() writes", end)
+    else:
+        ev.warn("final note", "no empty note after the descriptor (not the kernel's note buffer?)", end)
+    ps = mem.page_size
+    cand.facts["page_aligned"] = hdr_paddr % ps == 0
+    if hdr_paddr % ps == 0:
+        ev.ok("alignment", "page-aligned, like the kernel's vmcoreinfo_note allocation (>= 4.13)", hdr_paddr)
+    else:
+        ev.info("alignment", "only 4-byte aligned: a .bss note (kernel < 4.13) or a copy", hdr_paddr)
+    codes = sorted({w.code for w in text.warnings})
+    if codes:
+        ev.warn("lint", "text warnings: " + ", ".join(codes))
+    else:
+        ev.ok("lint", "the text is as the kernel writes it")
+    crashtime = text._safe(lambda: text.crashtime)
+    cand.facts["crashtime"] = crashtime
+    if crashtime is not None:
+        ev.info("crashtime", f"CRASHTIME={crashtime}: saved on the panic path")
+    return cand
+
+
+def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) -> None:
+    """Match ``vmcoreinfo_data`` pages (the raw text, then zeros) to the candidates."""
+    used: set[int] = set()
+    for c in finding.candidates:
+        assert c.text is not None
+        raw = c.text.raw
+        for p in pages:
+            got = _read_or_none(mem, p, len(raw) + 1) or _read_or_none(mem, p, len(raw))
+            if got is not None and got[: len(raw)] == raw and got[len(raw):] in (b"", b"\0"):
+                c.data_paddr = p
+                used.add(p)
+                c.evidence.ok("data page", "the raw text also sits page-aligned here (vmcoreinfo_data)", p)
+                break
+        else:
+            c.evidence.info("data page", "no page holds this text alone (vmcoreinfo_data not found)")
+    orphans = [p for p in pages if p not in used]
+    finding.facts["data_pages"] = [hex(p) for p in pages]
+    for p in orphans:
+        head = _read_or_none(mem, p, 64) or b""
+        release = head.split(b"\n", 1)[0].decode("ascii", "backslashreplace")
+        finding.evidence.info("data page", f"page starting {release!r} matches no note", p)
+    if not finding.candidates:
+        for p in orphans:
+            c = _text_page_candidate(mem, p)
+            if c is not None:
+                finding.candidates.append(c)
+
+
+def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:
+    """A text found only as a raw page (its note is gone or excluded from the dump)."""
+    page = _read_or_none(mem, paddr, mem.page_size)
+    if page is None:
+        return None
+    raw = page.split(b"\0", 1)[0]
+    if not raw.endswith(b"\n") or any(b not in _PRINTABLE for b in raw):
+        return None
+    ev = Evidence()
+    ev.warn("data page", "text found only as a raw page, without its note: check it is current", paddr)
+    c = Candidate("memory-scan", None, None, VmcoreInfo.parse(raw), ev, data_paddr=paddr)
+    c.facts["page_aligned"] = False
+    c.facts["crashtime"] = c.text._safe(lambda: c.text.crashtime) if c.text else None
+    return c
+
+
+def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
+    """Does ``init_uts_ns`` hold this text's release where the text says the kernel is?"""
+    assert c.text is not None
+    t = c.text
+    try:
+        sym = t.symbol("init_uts_ns")
+        pb = t.phys_base
+        name_off = t.offset("uts_namespace", "name")
+    except VmciError as err:
+        c.evidence.info("init_uts_ns", f"cannot check: {err}")
+        c.facts["uts_confirmed"] = None
+        return
+    if sym is None or pb is None or pb.legacy_symbol or sym < START_KERNEL_MAP:
+        why = "legacy SYMBOL(phys_base) only" if pb is not None and pb.legacy_symbol else \
+            "needs SYMBOL(init_uts_ns) and NUMBER(phys_base)"
+        c.evidence.info("init_uts_ns", f"cannot check: {why}")
+        c.facts["uts_confirmed"] = None
+        return
+    paddr = sym - START_KERNEL_MAP + pb.value
+    data = _read_or_none(mem, paddr, 16 + 390) if paddr >= 0 else None
+    if data is None:
+        c.evidence.info("init_uts_ns", "cannot check: its physical address is not in the dump", paddr)
+        c.facts["uts_confirmed"] = None
+        return
+    release = (t.osrelease or "").encode()[:64]
+    offsets = [name_off] if name_off is not None else [0, 4, 8, 16]
+    ok = any(data[o:o + 6] == b"Linux\0" and data[o + 130:o + 131 + len(release)] == release + b"\0"
+             for o in offsets if 0 <= o <= 16)
+    c.facts["uts_confirmed"] = ok
+    if ok:
+        c.evidence.ok("init_uts_ns", f"holds 'Linux' and release {t.osrelease}: the text's KERNELOFFSET "
+                                     "and phys_base place the running kernel correctly", paddr)
+    else:
+        c.evidence.warn("init_uts_ns", "does not hold this release where the text's symbols and "
+                                       "phys_base point: a stale copy (previous boot?)", paddr)
+
+
+# -- choice ---------------------------------------------------------------------------------------
+
+_CRITERIA = (
+    ("uts", "its init_uts_ns holds its release where its own KERNELOFFSET/phys_base place it"),
+    ("not-refuted", "the other's init_uts_ns check failed (stale)"),
+    ("crashtime", "it carries CRASHTIME: the kernel that panicked (the other looks like the kdump "
+                  "capture kernel's or a pre-panic copy)"),
+    ("aligned", "it is page-aligned like the kernel's own allocation"),
+    ("data", "its raw-text page (vmcoreinfo_data) exists too"),
+)
+
+
+def _rank(c: Candidate) -> tuple[bool, ...]:
+    return (
+        c.facts.get("uts_confirmed") is True,
+        c.facts.get("uts_confirmed") is not False,
+        c.facts.get("crashtime") is not None,
+        bool(c.facts.get("page_aligned")),
+        c.data_paddr is not None,
+    )
+
+
+def _differences(a: VmcoreInfo, b: VmcoreInfo) -> str:
+    keys = ("OSRELEASE", "BUILD-ID", "KERNELOFFSET", "NUMBER(phys_base)", "CRASHTIME")
+    diffs = [f"{k} {a.get(k)!s} vs {b.get(k)!s}" for k in keys if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or "other keys differ"
+
+
+def _choose(finding: Finding) -> None:
+    ev = finding.evidence
+    cands = finding.candidates
+    if not cands:
+        ev.fail("choice", "no valid VMCOREINFO note in memory")
+        return
+    best = max(cands, key=_rank)  # max() keeps the first (lowest address) among equals
+    finding.chosen = best
+    where = f"{best.paddr:#x}" if best.paddr is not None else f"data page {best.data_paddr:#x}"
+    texts: dict[bytes, list[Candidate]] = {}
+    for c in cands:
+        assert c.text is not None
+        texts.setdefault(c.text.raw, []).append(c)
+    finding.facts["distinct_texts"] = len(texts)
+    if len(cands) == 1:
+        ev.ok("choice", f"one valid note, at {where}", best.paddr)
+        return
+    if len(texts) == 1:
+        ev.ok("choice", f"{len(cands)} copies of the same text; using {where}", best.paddr)
+        return
+    ev.warn("choice", f"{len(texts)} distinct VMCOREINFO texts in memory; using {where}", best.paddr)
+    assert best.text is not None
+    rb = _rank(best)
+    for other in cands:
+        if other is best or other.text is None or other.text.raw == best.text.raw:
+            continue
+        ro = _rank(other)
+        reason = next((why for (_, why), x, y in zip(_CRITERIA, rb, ro, strict=True) if x and not y), None)
+        place = f"{other.paddr:#x}" if other.paddr is not None else f"data page {other.data_paddr:#x}"
+        diff = _differences(best.text, other.text)
+        if reason is None:
+            ev.warn("choice", f"over {place} ({diff}): nothing tells them apart, kept the lower address",
+                    other.paddr)
+        else:
+            ev.ok("choice", f"over {place} ({diff}): {reason}", other.paddr)

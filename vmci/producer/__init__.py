@@ -1,0 +1,1 @@
+"""The producer: emulates the real actors (guest kernel, firmware, devices, QEMU) to build dumps."""

@@ -1,0 +1,556 @@
+"""The guest Linux kernel, as far as VMCOREINFO is concerned.
+
+Given a small :class:`KernelLayout` (release, build id, page size, KASLR offset, ``phys_base``,
+5-level paging, link addresses, struct offsets) this module writes the VMCOREINFO text the way
+``crash_save_vmcoreinfo_init()`` and ``arch_crash_save_vmcoreinfo()`` would: same key order,
+same value formats, each line cut by the 80-byte ``vscnprintf`` buffer, the whole capped at
+``VMCOREINFO_BYTES``, and ``CRASHTIME`` only when a panic is emulated.  It then lays out the
+kernel's two buffers in guest RAM: ``vmcoreinfo_note`` (the ELF note, a trailing empty note,
+zeros up to ``VMCOREINFO_NOTE_SIZE``) and ``vmcoreinfo_data`` (the raw text).
+
+Version profiles follow the kernel history in ``/work/shared/reference/formats-and-peers.md`` §5:
+``SYMBOL(phys_base)`` before 4.10, ``init_level4_pgt`` and .bss buffers before 4.13, ``BUILD-ID``
+from 5.9, the lockless-printk keys from 5.10, ``NUMBER(VMALLOC_START)`` instead of
+``vmap_area_list`` from 6.7.  Smaller key changes are dated approximately; the profiles are
+meant to look like those kernels, not to be byte-exact for one build.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..errors import UsageError
+from ..memory import SparseMemory
+from ..vmcoreinfo import KERNEL_LINE_BYTES, build_note, vmcoreinfo_note_size
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+#: Physical address the x86_64 kernel is linked to run at (CONFIG_PHYSICAL_START).
+PHYSICAL_START = 0x1000000
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """A point in kernel history; key emission is gated on :attr:`version`."""
+
+    name: str
+    version: tuple[int, int]
+    description: str
+    osrelease: str  # a typical release string of that era (Debian's where there is one)
+
+    def since(self, major: int, minor: int) -> bool:
+        return self.version >= (major, minor)
+
+
+PROFILES: dict[str, KernelProfile] = {
+    p.name: p
+    for p in (
+        KernelProfile("4.9", (4, 9), "SYMBOL(phys_base), init_level4_pgt, log_buf keys, buffers in .bss",
+                      "4.9.0-19-amd64"),
+        KernelProfile("4.19", (4, 19), "NUMBER(phys_base), init_top_pgt, pgtable_l5_enabled, no BUILD-ID",
+                      "4.19.0-27-amd64"),
+        KernelProfile("5.10", (5, 10), "BUILD-ID and the lockless printk ring buffer (prb) keys",
+                      "5.10.0-33-amd64"),
+        KernelProfile("6.1", (6, 1), "Debian 12 era: kallsyms keys, vmap_area_list still present",
+                      "6.1.0-18-amd64"),
+        KernelProfile("6.9", (6, 9), "kernel/vmcore_info.c split: NUMBER(VMALLOC_START), vmemmap",
+                      "6.9.7-amd64"),
+        KernelProfile("6.12", (6, 12), "page-type mapcount values (PGTY_*), no PG_slab", "6.12.12-amd64"),
+    )
+}
+
+
+def profile(name: str | KernelProfile) -> KernelProfile:
+    """Look up a profile by name ("4.9", "4.19", "5.10", "6.1", "6.9", "6.12")."""
+    if isinstance(name, KernelProfile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UsageError(f"unknown kernel profile {name!r} (known: {', '.join(PROFILES)})") from None
+
+
+#: Link-time addresses of kernel-image symbols (a plausible x86_64 vmlinux).
+DEFAULT_LINK: dict[str, int] = {
+    "_stext": 0xFFFFFFFF81000000,
+    "kallsyms_offsets": 0xFFFFFFFF82200000,
+    "kallsyms_relative_base": 0xFFFFFFFF82263E68,
+    "kallsyms_num_syms": 0xFFFFFFFF82263E70,
+    "kallsyms_names": 0xFFFFFFFF82263E78,
+    "kallsyms_token_table": 0xFFFFFFFF82430A00,
+    "kallsyms_token_index": 0xFFFFFFFF82430D88,
+    "swapper_pg_dir": 0xFFFFFFFF82A0A000,
+    "init_uts_ns": 0xFFFFFFFF82A13DE0,
+    "phys_base": 0xFFFFFFFF82A10010,
+    "prb": 0xFFFFFFFF82A8E3C8,
+    "printk_rb_static": 0xFFFFFFFF82A8E3E0,
+    "clear_seq": 0xFFFFFFFF82A8E4A0,
+    "log_buf": 0xFFFFFFFF82A8E4C8,
+    "log_buf_len": 0xFFFFFFFF82A8E4D0,
+    "log_first_idx": 0xFFFFFFFF82A8E4D8,
+    "clear_idx": 0xFFFFFFFF82A8E4DC,
+    "log_next_idx": 0xFFFFFFFF82A8E4E0,
+    "node_online_map": 0xFFFFFFFF82B3A0A8,
+    "vmap_area_list": 0xFFFFFFFF82B8C2B0,
+    "mem_section": 0xFFFFFFFF82F1B3C0,  # the variable (an array symbol before 4.15)
+    "node_data": 0xFFFFFFFF82F1C8C0,
+    "mem_map": 0xFFFFFFFF82F1CA00,
+    "contig_page_data": 0xFFFFFFFF82F1CA40,
+}
+
+#: SIZE/OFFSET/LENGTH/NUMBER values of a typical x86_64 build, by key.
+DEFAULT_VALUES: dict[str, int] = {
+    "LENGTH(mem_section)": 2048,
+    "SIZE(mem_section)": 16,
+    "OFFSET(mem_section.section_mem_map)": 0,
+    "NUMBER(SECTION_SIZE_BITS)": 27,
+    "SIZE(page)": 64,
+    "SIZE(pglist_data)": 174336,
+    "SIZE(zone)": 1664,
+    "SIZE(free_area)": 104,
+    "SIZE(list_head)": 16,
+    "SIZE(nodemask_t)": 128,
+    "OFFSET(page.flags)": 0,
+    "OFFSET(page._refcount)": 52,
+    "OFFSET(page.mapping)": 24,
+    "OFFSET(page.lru)": 8,
+    "OFFSET(page._mapcount)": 48,
+    "OFFSET(page.private)": 40,
+    "OFFSET(page.compound_dtor)": 16,
+    "OFFSET(page.compound_order)": 17,
+    "OFFSET(page.compound_head)": 8,
+    "OFFSET(pglist_data.node_zones)": 0,
+    "OFFSET(pglist_data.nr_zones)": 173504,
+    "OFFSET(pglist_data.node_mem_map)": 173512,
+    "OFFSET(pglist_data.node_start_pfn)": 173520,
+    "OFFSET(pglist_data.node_spanned_pages)": 173536,
+    "OFFSET(pglist_data.node_id)": 173544,
+    "OFFSET(zone.free_area)": 192,
+    "OFFSET(zone.vm_stat)": 1472,
+    "OFFSET(zone.spanned_pages)": 96,
+    "OFFSET(free_area.free_list)": 0,
+    "OFFSET(list_head.next)": 0,
+    "OFFSET(list_head.prev)": 8,
+    "OFFSET(vmap_area.va_start)": 0,
+    "OFFSET(vmap_area.list)": 40,
+    "LENGTH(zone.free_area)": 11,
+    "LENGTH(free_area.free_list)": 6,
+    "NUMBER(NR_FREE_PAGES)": 0,
+    "NUMBER(PG_lru)": 4,
+    "NUMBER(PG_private)": 13,
+    "NUMBER(PG_swapcache)": 10,
+    "NUMBER(PG_swapbacked)": 19,
+    "NUMBER(PG_slab)": 9,
+    "NUMBER(PG_hwpoison)": 23,
+    "NUMBER(PG_head_mask)": 65536,
+    "NUMBER(HUGETLB_PAGE_DTOR)": 2,
+    "LENGTH(node_data)": 1024,
+    "NUMBER(KERNEL_IMAGE_SIZE)": 1073741824,
+    "NUMBER(sme_mask)": 0,
+    # printk, before 5.10
+    "SIZE(printk_log)": 16,
+    "OFFSET(printk_log.ts_nsec)": 0,
+    "OFFSET(printk_log.len)": 8,
+    "OFFSET(printk_log.text_len)": 10,
+    "OFFSET(printk_log.dict_len)": 12,
+    # printk, 5.10+
+    "SIZE(printk_ringbuffer)": 80,
+    "OFFSET(printk_ringbuffer.desc_ring)": 0,
+    "OFFSET(printk_ringbuffer.text_data_ring)": 48,
+    "OFFSET(printk_ringbuffer.fail)": 72,
+    "SIZE(prb_desc_ring)": 48,
+    "OFFSET(prb_desc_ring.count_bits)": 0,
+    "OFFSET(prb_desc_ring.descs)": 8,
+    "OFFSET(prb_desc_ring.infos)": 16,
+    "OFFSET(prb_desc_ring.head_id)": 24,
+    "OFFSET(prb_desc_ring.tail_id)": 32,
+    "SIZE(prb_desc)": 24,
+    "OFFSET(prb_desc.state_var)": 0,
+    "OFFSET(prb_desc.text_blk_lpos)": 8,
+    "SIZE(prb_data_blk_lpos)": 16,
+    "OFFSET(prb_data_blk_lpos.begin)": 0,
+    "OFFSET(prb_data_blk_lpos.next)": 8,
+    "SIZE(printk_info)": 88,
+    "OFFSET(printk_info.seq)": 0,
+    "OFFSET(printk_info.ts_nsec)": 8,
+    "OFFSET(printk_info.text_len)": 16,
+    "OFFSET(printk_info.caller_id)": 20,
+    "OFFSET(printk_info.dev_info)": 24,
+    "SIZE(dev_printk_info)": 64,
+    "OFFSET(dev_printk_info.subsystem)": 0,
+    "LENGTH(printk_info_subsystem)": 16,
+    "OFFSET(dev_printk_info.device)": 16,
+    "LENGTH(printk_info_device)": 48,
+    "SIZE(prb_data_ring)": 32,
+    "OFFSET(prb_data_ring.size_bits)": 0,
+    "OFFSET(prb_data_ring.data)": 8,
+    "OFFSET(prb_data_ring.head_lpos)": 16,
+    "OFFSET(prb_data_ring.tail_lpos)": 24,
+    "SIZE(atomic_long_t)": 8,
+    "OFFSET(atomic_long_t.counter)": 0,
+    "SIZE(latched_seq)": 24,
+    "OFFSET(latched_seq.val)": 8,
+}
+
+
+def _mapcount(pgty: int) -> int:
+    """``PGTY_x << 24`` evaluated as a C ``int`` and printed with ``%ld`` (negative)."""
+    v = (pgty << 24) & 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    """What the kernel's VMCOREINFO depends on.  Deterministic: randomness comes from ``seed``."""
+
+    profile: KernelProfile = PROFILES["6.1"]  # or a profile name
+    osrelease: str = ""  # "": the profile's typical release
+    build_id: str | None = None  # 40 hex digits; None: derived from seed
+    seed: int = 0
+    page_size: int = 4096
+    kaslr_offset: int = 0x2A000000  # KERNELOFFSET
+    phys_base: int = -346030080  # as seen on Debian guests; may be negative
+    pgtable_l5: bool = False
+    numa: bool = True
+    symbols: Mapping[str, int] = field(default_factory=dict)  # link-address overrides
+    values: Mapping[str, int] = field(default_factory=dict)  # SIZE/OFFSET/... overrides, by key
+    page_offset_base: int | None = None  # direct map base (None: the non-randomized default)
+    vmalloc_start: int | None = None
+    vmemmap_base: int | None = None
+    mem_section_paddr: int = 0x13FFD6000  # where the mem_section root array lives
+    extra_lines: Sequence[str] = ()  # appended after the arch keys, each through the 80-byte buffer
+
+    def __post_init__(self) -> None:
+        if isinstance(self.profile, str):
+            object.__setattr__(self, "profile", profile(self.profile))
+        if not self.osrelease:
+            object.__setattr__(self, "osrelease", self.profile.osrelease)
+        if self.page_size <= 0 or self.page_size & (self.page_size - 1):
+            raise UsageError(f"page size {self.page_size} is not a power of two")
+        if self.build_id is not None and (len(self.build_id) != 40 or not _is_hex(self.build_id)):
+            raise UsageError(f"build id {self.build_id!r} is not 40 hex digits")
+
+    @property
+    def build_id_hex(self) -> str:
+        if self.build_id is not None:
+            return self.build_id.lower()
+        return random.Random(self.seed).randbytes(20).hex()
+
+    @property
+    def vmcoreinfo_bytes(self) -> int:
+        """``VMCOREINFO_BYTES``: PAGE_SIZE since 4.13, a fixed 4096 before."""
+        return self.page_size if self.profile.since(4, 13) else 4096
+
+    @property
+    def note_size(self) -> int:
+        """``VMCOREINFO_NOTE_SIZE``."""
+        return vmcoreinfo_note_size(self.vmcoreinfo_bytes)
+
+    @property
+    def buffers_page_aligned(self) -> bool:
+        """Since 4.13 both buffers are page allocations; before they were .bss arrays."""
+        return self.profile.since(4, 13)
+
+    def link(self, name: str) -> int:
+        try:
+            return self.symbols.get(name) or DEFAULT_LINK[name]
+        except KeyError:
+            raise UsageError(f"no link address for kernel symbol {name!r}") from None
+
+    def runtime(self, name: str) -> int:
+        """The KASLR-shifted address ``SYMBOL(name)`` shows for an image symbol."""
+        return (self.link(name) + self.kaslr_offset) & (2**64 - 1)
+
+    def kernel_paddr(self, vaddr: int) -> int:
+        """Physical address of a kernel-image virtual address (``__pa_symbol``)."""
+        return vaddr - START_KERNEL_MAP + self.phys_base
+
+    def value(self, key: str) -> int:
+        if key in self.values:
+            return self.values[key]
+        if key == "OFFSET(uts_namespace.name)":
+            return 0 if self.profile.since(5, 11) else 4  # the kref moved out in 5.11
+        if key == "NUMBER(MAX_PHYSMEM_BITS)":
+            return 52 if self.pgtable_l5 else 46
+        return DEFAULT_VALUES[key]
+
+    @property
+    def direct_map(self) -> int:
+        if self.page_offset_base is not None:
+            return self.page_offset_base
+        return 0xFF11000000000000 if self.pgtable_l5 else 0xFFFF888000000000
+
+    @property
+    def vmalloc(self) -> int:
+        if self.vmalloc_start is not None:
+            return self.vmalloc_start
+        return 0xFFA0000000000000 if self.pgtable_l5 else 0xFFFFC90000000000
+
+    @property
+    def vmemmap(self) -> int:
+        if self.vmemmap_base is not None:
+            return self.vmemmap_base
+        return 0xFFD4000000000000 if self.pgtable_l5 else 0xFFFFEA0000000000
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+class VmcoreinfoBuffer:
+    """``vmcoreinfo_data`` and ``vmcoreinfo_append_str()``: each line formatted into an 80-byte
+    buffer (so at most 79 bytes survive, the newline lost when cut) and the total capped."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data = bytearray()
+
+    def append_str(self, line: str) -> None:
+        b = line.encode()[:KERNEL_LINE_BYTES]
+        self.data += b[: self.capacity - len(self.data)]
+
+    def symbol(self, name: str, addr: int) -> None:
+        self.append_str(f"SYMBOL({name})={addr:x}\n")
+
+    def number(self, name: str, value: int) -> None:
+        self.append_str(f"NUMBER({name})={value:d}\n")
+
+    def keyed(self, key: str, value: int) -> None:
+        """``SIZE/OFFSET/LENGTH/NUMBER`` lines: all decimal (``%lu`` or ``%ld``)."""
+        self.append_str(f"{key}={value:d}\n")
+
+
+def _generic(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
+    p = L.profile
+    b.append_str(f"OSRELEASE={L.osrelease}\n")
+    if p.since(5, 9):
+        b.append_str(f"BUILD-ID={L.build_id_hex}\n")
+    b.append_str(f"PAGESIZE={L.page_size:d}\n")
+    b.symbol("init_uts_ns", L.runtime("init_uts_ns"))
+    if p.since(5, 11):
+        b.keyed("OFFSET(uts_namespace.name)", L.value("OFFSET(uts_namespace.name)"))
+    b.symbol("node_online_map", L.runtime("node_online_map"))
+    b.symbol("swapper_pg_dir", L.runtime("swapper_pg_dir"))
+    b.symbol("_stext", L.runtime("_stext"))
+    if p.since(6, 7):
+        b.append_str(f"NUMBER(VMALLOC_START)=0x{L.vmalloc:x}\n")
+    else:
+        b.symbol("vmap_area_list", L.runtime("vmap_area_list"))
+    if not L.numa:
+        b.symbol("mem_map", L.runtime("mem_map"))
+        b.symbol("contig_page_data", L.runtime("contig_page_data"))
+    if p.since(6, 9):
+        b.symbol("vmemmap", L.vmemmap)
+    # since 4.15 the value of the mem_section pointer (SYMBOL_ARRAY), before that its address
+    ms = L.direct_map + L.mem_section_paddr if p.since(4, 15) else L.runtime("mem_section")
+    b.symbol("mem_section", ms)
+    for key in ("LENGTH(mem_section)", "SIZE(mem_section)", "OFFSET(mem_section.section_mem_map)"):
+        b.keyed(key, L.value(key))
+    if p.since(5, 13):
+        b.keyed("NUMBER(SECTION_SIZE_BITS)", L.value("NUMBER(SECTION_SIZE_BITS)"))
+    if p.since(5, 9):
+        b.keyed("NUMBER(MAX_PHYSMEM_BITS)", L.value("NUMBER(MAX_PHYSMEM_BITS)"))
+    for s in ("page", "pglist_data", "zone", "free_area", "list_head", "nodemask_t"):
+        b.keyed(f"SIZE({s})", L.value(f"SIZE({s})"))
+    page_fields = ["flags", "_refcount", "mapping", "lru", "_mapcount", "private"]
+    if not p.since(6, 6):
+        page_fields += ["compound_dtor", "compound_order"]
+    for f in [*page_fields, "compound_head"]:
+        b.keyed(f"OFFSET(page.{f})", L.value(f"OFFSET(page.{f})"))
+    pg = ["node_zones", "nr_zones", *([] if L.numa else ["node_mem_map"]),
+          "node_start_pfn", "node_spanned_pages", "node_id"]
+    for f in pg:
+        b.keyed(f"OFFSET(pglist_data.{f})", L.value(f"OFFSET(pglist_data.{f})"))
+    for key in ("OFFSET(zone.free_area)", "OFFSET(zone.vm_stat)", "OFFSET(zone.spanned_pages)",
+                "OFFSET(free_area.free_list)", "OFFSET(list_head.next)", "OFFSET(list_head.prev)"):
+        b.keyed(key, L.value(key))
+    if not p.since(6, 7):
+        b.keyed("OFFSET(vmap_area.va_start)", L.value("OFFSET(vmap_area.va_start)"))
+        b.keyed("OFFSET(vmap_area.list)", L.value("OFFSET(vmap_area.list)"))
+    b.keyed("LENGTH(zone.free_area)", L.value("LENGTH(zone.free_area)"))
+    _printk(b, L)
+    b.keyed("LENGTH(free_area.free_list)", L.value("LENGTH(free_area.free_list)"))
+    _page_numbers(b, L)
+    if p.since(6, 0):
+        names = ["kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
+                 "kallsyms_offsets", *([] if p.since(6, 11) else ["kallsyms_relative_base"])]
+        for name in names:
+            b.symbol(name, L.runtime(name))
+
+
+def _page_numbers(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
+    p = L.profile
+    for key in ("NUMBER(NR_FREE_PAGES)", "NUMBER(PG_lru)", "NUMBER(PG_private)", "NUMBER(PG_swapcache)"):
+        b.keyed(key, L.value(key))
+    if p.since(6, 9):
+        b.keyed("NUMBER(PG_swapbacked)", L.value("NUMBER(PG_swapbacked)"))
+    if p.since(6, 12):
+        b.keyed("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)", L.values.get("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)",
+                                                                 _mapcount(0xF5)))
+    else:
+        b.keyed("NUMBER(PG_slab)", L.value("NUMBER(PG_slab)"))
+    b.keyed("NUMBER(PG_hwpoison)", L.value("NUMBER(PG_hwpoison)"))
+    b.keyed("NUMBER(PG_head_mask)", L.value("NUMBER(PG_head_mask)"))
+    new = p.since(6, 12)
+    b.keyed("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)",
+            L.values.get("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", _mapcount(0xF0) if new else -129))
+    if new:
+        b.keyed("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)",
+                L.values.get("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", _mapcount(0xF4)))
+    elif not p.since(6, 6):
+        b.keyed("NUMBER(HUGETLB_PAGE_DTOR)", L.value("NUMBER(HUGETLB_PAGE_DTOR)"))
+    if p.since(5, 0):
+        b.keyed("NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)",
+                L.values.get("NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)", _mapcount(0xF1) if new else -257))
+
+
+
+def _printk(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
+    """``log_buf_vmcoreinfo_setup()``."""
+    p = L.profile
+    if not p.since(5, 10):
+        names = ["log_buf", "log_buf_len", "log_first_idx", *(["clear_idx"] if p.since(4, 19) else []),
+                 "log_next_idx"]
+        for name in names:
+            b.symbol(name, L.runtime(name))
+        b.keyed("SIZE(printk_log)", L.value("SIZE(printk_log)"))
+        for f in ("ts_nsec", "len", "text_len", "dict_len"):
+            b.keyed(f"OFFSET(printk_log.{f})", L.value(f"OFFSET(printk_log.{f})"))
+        return
+    for name in ("prb", "printk_rb_static", "clear_seq"):
+        b.symbol(name, L.runtime(name))
+    groups = [
+        ("printk_ringbuffer", ["desc_ring", "text_data_ring", "fail"]),
+        ("prb_desc_ring", ["count_bits", "descs", "infos", "head_id", "tail_id"]),
+        ("prb_desc", ["state_var", "text_blk_lpos"]),
+        ("prb_data_blk_lpos", ["begin", "next"]),
+        ("printk_info", ["seq", "ts_nsec", "text_len", "caller_id", "dev_info"]),
+    ]
+    for struct, fields in groups:
+        b.keyed(f"SIZE({struct})", L.value(f"SIZE({struct})"))
+        for f in fields:
+            b.keyed(f"OFFSET({struct}.{f})", L.value(f"OFFSET({struct}.{f})"))
+    for key in ("SIZE(dev_printk_info)", "OFFSET(dev_printk_info.subsystem)", "LENGTH(printk_info_subsystem)",
+                "OFFSET(dev_printk_info.device)", "LENGTH(printk_info_device)", "SIZE(prb_data_ring)",
+                "OFFSET(prb_data_ring.size_bits)", "OFFSET(prb_data_ring.data)",
+                "OFFSET(prb_data_ring.head_lpos)", "OFFSET(prb_data_ring.tail_lpos)",
+                "SIZE(atomic_long_t)", "OFFSET(atomic_long_t.counter)"):
+        b.keyed(key, L.value(key))
+    if p.since(5, 13):
+        b.keyed("SIZE(latched_seq)", L.value("SIZE(latched_seq)"))
+        b.keyed("OFFSET(latched_seq.val)", L.value("OFFSET(latched_seq.val)"))
+
+
+def _arch_x86_64(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
+    """``arch_crash_save_vmcoreinfo()`` for x86_64."""
+    p = L.profile
+    if p.since(4, 10):
+        b.number("phys_base", L.phys_base)
+    else:
+        b.symbol("phys_base", L.runtime("phys_base"))
+    b.symbol("init_top_pgt" if p.since(4, 13) else "init_level4_pgt", L.runtime("swapper_pg_dir"))
+    if p.since(4, 17):
+        b.append_str(f"NUMBER(pgtable_l5_enabled)={int(L.pgtable_l5):d}\n")
+    if L.numa:
+        b.symbol("node_data", L.runtime("node_data"))
+        b.keyed("LENGTH(node_data)", L.value("LENGTH(node_data)"))
+    b.append_str(f"KERNELOFFSET={L.kaslr_offset:x}\n")
+    b.keyed("NUMBER(KERNEL_IMAGE_SIZE)", L.value("NUMBER(KERNEL_IMAGE_SIZE)"))
+    if p.since(4, 14):
+        b.keyed("NUMBER(sme_mask)", L.value("NUMBER(sme_mask)"))
+
+
+def vmcoreinfo_text(layout: KernelLayout, crashtime: int | None = None) -> bytes:
+    """The raw VMCOREINFO text as the kernel builds it at boot; with ``crashtime`` (seconds),
+    as ``crash_save_vmcoreinfo()`` leaves it after a panic."""
+    b = VmcoreinfoBuffer(layout.vmcoreinfo_bytes)
+    _generic(b, layout)
+    _arch_x86_64(b, layout)
+    for line in layout.extra_lines:
+        b.append_str(line)
+    if crashtime is not None:
+        b.append_str(f"CRASHTIME={crashtime:d}\n")
+    return bytes(b.data)
+
+
+def note_buffer(text: bytes, note_size: int) -> bytes:
+    """``vmcoreinfo_note``: the note, the 12-byte empty final note, zeros to ``note_size``."""
+    note = build_note(text) + bytes(12)
+    if len(note) > note_size:
+        raise UsageError(f"a {len(text)}-byte text does not fit a {note_size}-byte note buffer")
+    return note.ljust(note_size, b"\0")
+
+
+def new_utsname(layout: KernelLayout, nodename: str = "debian",
+                version: str = "#1 SMP PREEMPT_DYNAMIC Debian") -> bytes:
+    """``struct new_utsname`` (six 65-byte fields) as in ``init_uts_ns.name``."""
+    fields = ("Linux", nodename, layout.osrelease, version, "x86_64", "(none)")
+    return b"".join(f.encode()[:64].ljust(65, b"\0") for f in fields)
+
+
+@dataclass(frozen=True)
+class PlacedVmcoreinfo:
+    """Where :func:`place_vmcoreinfo` put things, and what."""
+
+    layout: KernelLayout
+    text: bytes
+    note_paddr: int
+    data_paddr: int
+    note_size: int
+    uts_paddr: int | None
+    crashtime: int | None
+
+    @property
+    def desc_paddr(self) -> int:
+        """Physical address of the text inside the note (header 12 + name 12)."""
+        return self.note_paddr + 24
+
+
+def place_vmcoreinfo(
+    mem: SparseMemory,
+    layout: KernelLayout,
+    note_paddr: int,
+    data_paddr: int,
+    *,
+    crashtime: int | None = None,
+    write_uts: bool = True,
+) -> PlacedVmcoreinfo:
+    """Write the kernel's ``vmcoreinfo_note`` and ``vmcoreinfo_data`` buffers into ``mem``.
+
+    Since 4.13 both are page allocations, so the addresses must be page-aligned; older kernels
+    kept them in .bss (4-byte aligned).  With ``write_uts`` the kernel's ``init_uts_ns`` is
+    written too, at the physical address the text's symbols and ``phys_base`` give, so a
+    reader can confirm the text belongs to the kernel in memory.
+    """
+    align = layout.page_size if layout.buffers_page_aligned else 4
+    for what, addr in (("vmcoreinfo_note", note_paddr), ("vmcoreinfo_data", data_paddr)):
+        if addr % align:
+            raise UsageError(f"{what} at {addr:#x} is not {align}-byte aligned as kernel "
+                             f"{layout.profile.name} allocates it")
+    note_size = layout.note_size
+    if note_paddr < data_paddr + layout.vmcoreinfo_bytes and data_paddr < note_paddr + note_size:
+        raise UsageError("vmcoreinfo_note and vmcoreinfo_data overlap")
+    text = vmcoreinfo_text(layout, crashtime)
+    mem.write(data_paddr, text.ljust(layout.vmcoreinfo_bytes, b"\0"))
+    mem.write(note_paddr, note_buffer(text, note_size))
+    uts_paddr = None
+    if write_uts:
+        uts_vaddr = layout.runtime("init_uts_ns") + layout.value("OFFSET(uts_namespace.name)")
+        uts_paddr = layout.kernel_paddr(uts_vaddr)
+        if not mem.contains(uts_paddr, 390):
+            raise UsageError(f"init_uts_ns would be at {uts_paddr:#x}, outside guest RAM; "
+                             "adjust kaslr_offset/phys_base or pass write_uts=False")
+        mem.write(uts_paddr, new_utsname(layout))
+    return PlacedVmcoreinfo(layout, text, note_paddr, data_paddr, note_size, uts_paddr, crashtime)
+
+
+def capture_kernel(layout: KernelLayout, crashkernel_base: int, *,
+                   osrelease: str | None = None) -> KernelLayout:
+    """The kdump (capture) kernel's layout: booted with ``nokaslr`` inside the crashkernel
+    reservation at ``crashkernel_base``, so ``KERNELOFFSET=0`` and ``phys_base`` = the shift."""
+    same = osrelease is None or osrelease == layout.osrelease
+    return replace(layout, kaslr_offset=0, phys_base=crashkernel_base - PHYSICAL_START,
+                   osrelease=osrelease or layout.osrelease, seed=layout.seed + 1,
+                   build_id=layout.build_id_hex if same else None)
+
