@@ -21,6 +21,7 @@ from .errors import ExcludedPageError, HoleError, UsageError
 
 PAGE_SIZE = 4096
 ZERO_PAGE = bytes(PAGE_SIZE)
+ZEROS = memoryview(bytes(1 << 20))
 
 Buffer = bytes | bytearray | memoryview
 
@@ -230,8 +231,13 @@ class SparseMemory(PhysicalMemory):
         pfn, off = divmod(paddr, ps)
         take = min(ps - off, limit)
         page = self._pages.get(pfn)
-        data = self._zero if page is None else page
-        return Extent(memoryview(data)[off : off + take], take)
+        if page is not None:
+            return Extent(memoryview(page)[off : off + take], take)
+        # a run of never-written pages is one extent of zeros (scans skip through it fast)
+        limit = min(limit, len(ZEROS))
+        while take < limit and (pfn + 1 + (off + take - ps) // ps) not in self._pages:
+            take = min(take + ps, limit)
+        return Extent(ZEROS[:take], take)
 
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         ps = self.page_size

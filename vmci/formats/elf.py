@@ -37,10 +37,11 @@ from ..layouts.elf import (
     SHT_STRTAB,
     elf_layout,
 )
-from ..memory import Extent, PhysicalMemory, Range, is_zero, merge_ranges
+from ..memory import ZEROS, Extent, PhysicalMemory, Range, is_zero, merge_ranges
 from .notes import cpus_from, decode_notes
 from .source import Source
 
+MAX_PHYS = 1 << 52  # x86_64 and arm64 physical address width limit
 EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
 
 
@@ -97,6 +98,9 @@ class ElfMemory(PhysicalMemory):
         cover = -1
         truncated = 0
         for paddr, memsz, off, filesz in sorted(segs, key=lambda s: (s[0], -s[1])):
+            if paddr + memsz > MAX_PHYS:  # no CPU addresses this: a corrupt p_paddr/p_memsz
+                warnings.append(f"PT_LOAD at {paddr:#x} (+{memsz:#x}) is beyond any physical address; clipped")
+                memsz = max(0, MAX_PHYS - paddr)
             lo, hi = max(paddr, cover), paddr + memsz
             if hi <= lo:
                 continue
@@ -135,8 +139,9 @@ class ElfMemory(PhysicalMemory):
         take = min(limit, p.start + p.size - paddr)
         if p.missing is not None:
             return Extent(None, take, p.missing)
-        if p.file_off < 0:
-            return Extent(bytes(take), take)
+        if p.file_off < 0:  # p_memsz beyond p_filesz reads as zeros
+            take = min(take, len(ZEROS))
+            return Extent(ZEROS[:take], take)
         return Extent(self.src.view(p.file_off + paddr - p.start, take), take)
 
 

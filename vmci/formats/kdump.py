@@ -512,6 +512,7 @@ def write_kdump(
     exclude: Iterable[int] = (),
     timestamp: tuple[int, int] = (0, 0),
     max_mapnr: int | None = None,
+    split: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``memory`` as a kdump-compressed file (or its flattened form) to ``out``.
 
@@ -521,6 +522,10 @@ def write_kdump(
     the PFNs in ``exclude``, are left out of the 2nd bitmap (excluded); all-zero pages share
     one stored zero page, as QEMU and makedumpfile do.  ``compression`` is ``zlib``, ``lzo``,
     ``snappy``, ``zstd`` or ``none``; a page is stored compressed only when that is smaller.
+    ``header_version`` 1-6 writes only the sub-header fields that version has; version 3 has
+    no notes blob, so the VMCOREINFO text follows the sub-header on its own.  ``split`` is the
+    ``(start_pfn, end_pfn)`` range of one file of a ``makedumpfile --split`` set: the bitmaps
+    cover every PFN, the descriptors and data only that range.
     Returns facts about what was written (offsets, counts).
     """
     from .flattened import FlatWriter
@@ -534,7 +539,16 @@ def write_kdump(
         max_mapnr = -(-ranges[-1].end // bs) if ranges else 0
     excluded = set(exclude)
     sub_size = layout.sub_header.sizeof()
-    sub_hdr_size = -(-(sub_size + len(notes_blob)) // bs)
+    vmci_span = vmcoreinfo_span
+    if header_version >= 4:
+        tail = notes_blob
+    elif header_version == 3 and vmcoreinfo_span:
+        tail = notes_blob[vmcoreinfo_span[0] : vmcoreinfo_span[0] + vmcoreinfo_span[1]]
+        vmci_span = (0, len(tail))
+    else:
+        tail, vmci_span = b"", None
+    sub_hdr_size = ceil_div(sub_size + len(tail), bs)
+    first_pfn, end_pfn = split if split else (0, max_mapnr)
     one = ceil_div(ceil_div(max_mapnr, 8), bs) * bs
     bitmap_blocks = 2 * (one // bs)
     bitmap1 = bytearray(one)
@@ -552,7 +566,7 @@ def write_kdump(
         for pfn in range(r.start // bs, -(-r.end // bs)):
             if pfn not in excluded and memory.readable(pfn * bs, bs):
                 bitmap2[pfn >> 3] |= 1 << (pfn & 7)
-    n_desc = int.from_bytes(bitmap2, "little").bit_count()
+    n_desc = sum(b - a for a, b in bit_runs(bitmap2, end_pfn, first_pfn) if b > first_pfn)
     data_offset = desc_offset + n_desc * layout.page_desc.sizeof()
     zero = bytes(bs)
     pos = data_offset
@@ -562,7 +576,7 @@ def write_kdump(
     descs = bytearray()
     desc_pos = desc_offset
     stored = zero_pages = 0
-    for pfn in (p for a, b in bit_runs(bitmap2, max_mapnr) for p in range(a, b)):
+    for pfn in (p for a, b in bit_runs(bitmap2, end_pfn, first_pfn) for p in range(max(a, first_pfn), b)):
         page = memory.read(pfn * bs, bs)
         if page == zero:
             descs += zero_desc
@@ -607,28 +621,43 @@ def write_kdump(
         }
     )
     note_off = bs + sub_size
-    vmci_off, vmci_size = (note_off + vmcoreinfo_span[0], vmcoreinfo_span[1]) if vmcoreinfo_span else (0, 0)
+    vmci_off, vmci_size = (note_off + vmci_span[0], vmci_span[1]) if vmci_span else (0, 0)
     ulong_mask = (1 << 64) - 1 if abi == "lp64" else (1 << 32) - 1
+    fields: dict[str, Any] = {
+        "phys_base": phys_base & ulong_mask,
+        "dump_level": dump_level,
+        "split": 1 if split else 0,
+        "start_pfn": min(first_pfn, ulong_mask),
+        "end_pfn": min(end_pfn, ulong_mask),
+        "offset_vmcoreinfo": vmci_off,
+        "size_vmcoreinfo": vmci_size,
+        "offset_note": note_off if header_version >= 4 and notes_blob else 0,
+        "size_note": len(notes_blob) if header_version >= 4 else 0,
+        "offset_eraseinfo": 0,
+        "size_eraseinfo": 0,
+        "start_pfn_64": first_pfn,
+        "end_pfn_64": end_pfn,
+        "max_mapnr_64": max_mapnr,
+    }
+    since = {
+        "split": 2,
+        "start_pfn": 2,
+        "end_pfn": 2,
+        "offset_vmcoreinfo": 3,
+        "size_vmcoreinfo": 3,
+        "offset_note": 4,
+        "size_note": 4,
+        "offset_eraseinfo": 5,
+        "size_eraseinfo": 5,
+        "start_pfn_64": 6,
+        "end_pfn_64": 6,
+        "max_mapnr_64": 6,
+    }
     sub = layout.sub_header.build(
-        {
-            "phys_base": phys_base & ulong_mask,
-            "dump_level": dump_level,
-            "split": 0,
-            "start_pfn": 0,
-            "end_pfn": min(max_mapnr, ulong_mask),
-            "offset_vmcoreinfo": vmci_off,
-            "size_vmcoreinfo": vmci_size,
-            "offset_note": note_off if notes_blob else 0,
-            "size_note": len(notes_blob),
-            "offset_eraseinfo": 0,
-            "size_eraseinfo": 0,
-            "start_pfn_64": 0,
-            "end_pfn_64": max_mapnr,
-            "max_mapnr_64": max_mapnr,
-        }
+        {k: v if since.get(k, 1) <= header_version else 0 for k, v in fields.items()}
     )
     sink.write_at(0, header.ljust(bs, b"\0"))
-    sink.write_at(bs, (sub + notes_blob).ljust(sub_hdr_size * bs, b"\0"))
+    sink.write_at(bs, (sub + tail).ljust(sub_hdr_size * bs, b"\0"))
     bitmap_off = (1 + sub_hdr_size) * bs
     sink.write_at(bitmap_off, bitmap1)
     sink.write_at(bitmap_off + one, bitmap2)

@@ -1,0 +1,122 @@
+"""Fixtures for the real-QEMU tier: one booted guest per scenario, shared by the whole session.
+
+Each scenario fixture boots its guest the first time a test asks for it (about 15-25 s under
+TCG) and yields a :class:`RealGuest`.  Set ``VMCI_REALWORLD_DIR=/some/dir`` to keep the dumps
+between sessions: a complete directory for the same scenario, kernel and QEMU is reused without
+booting.  Otherwise the large files are deleted at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmci.testing.qemu import (
+    OVMF_CODE,
+    SCENARIOS,
+    KernelFiles,
+    RealGuest,
+    find_kernel,
+    missing_requirements,
+    real_dumps,
+)
+
+BULKY = ("elf", "elf_paging", "kdump_zlib", "migration")
+
+
+@pytest.fixture(scope="session")
+def kernel_files() -> KernelFiles:
+    missing = missing_requirements()
+    if missing:
+        pytest.skip("real-QEMU tier unavailable: " + "; ".join(missing))
+    kernel = find_kernel()
+    assert kernel is not None
+    return kernel
+
+
+@pytest.fixture(scope="session")
+def realworld_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
+    """(directory, persistent?) for the scenario artefacts."""
+    env = os.environ.get("VMCI_REALWORLD_DIR")
+    if env:
+        return Path(env), True
+    return tmp_path_factory.mktemp("realworld"), False
+
+
+@pytest.fixture(scope="session")
+def initramfs_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("vmci-initramfs"))
+    return tmp_path_factory.mktemp("initramfs")
+
+
+def _boot(name: str, kernel: KernelFiles, root: tuple[Path, bool], initramfs: Path) -> Iterator[RealGuest]:
+    directory, persistent = root
+    paths = real_dumps(directory / name, name, kernel=kernel, initramfs_dir=initramfs)
+    yield RealGuest.load(name, paths)
+    if not persistent:
+        for key in BULKY:
+            paths[key].unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def with_device(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """SeaBIOS, KASLR, ``-device vmcoreinfo`` and ``-device vmgenid``."""
+    yield from _boot("with_device", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def without_device(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """SeaBIOS, KASLR, no vmcoreinfo (nor vmgenid) device."""
+    yield from _boot("without_device", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def nokaslr(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """SeaBIOS, ``nokaslr`` (phys_base 0), ``-device vmcoreinfo``."""
+    yield from _boot("nokaslr", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def ovmf(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """OVMF, KASLR, ``-device vmcoreinfo`` and ``-device vmgenid``."""
+    if not OVMF_CODE.is_file():
+        pytest.skip(f"{OVMF_CODE} not installed (apt-get install ovmf)")
+    yield from _boot("ovmf", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> RealGuest:
+    """Indirect parametrisation: ``@pytest.mark.parametrize("scenario", [...], indirect=True)``."""
+    name = request.param
+    assert name in SCENARIOS, name
+    guest: RealGuest = request.getfixturevalue(name)
+    return guest
+
+
+@pytest.fixture(scope="session")
+def reassembled_kdump(with_device: RealGuest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``makedumpfile -R`` applied to the with_device kdump-zlib (flattened) dump."""
+    tool = shutil.which("makedumpfile")
+    if tool is None:
+        pytest.skip("makedumpfile not installed (apt-get install makedumpfile)")
+    out = tmp_path_factory.mktemp("reassembled") / "dump.kdump"
+    with with_device["kdump_zlib"].open("rb") as src:
+        proc = subprocess.run([tool, "-R", str(out)], stdin=src, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield out
+    out.unlink(missing_ok=True)
