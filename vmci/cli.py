@@ -141,6 +141,203 @@ def hexdump_lines(addr: int, data: bytes) -> str:
     return "".join(lines)
 
 
+# -- analyze, vmcoreinfo, vmgenid -------------------------------------------------------------------
+
+BlobOpt = Annotated[
+    str | None,
+    typer.Option("--addr-blob", help="The RFC device's saved etc/vmcoreinfo-addr: a file of 8 bytes, "
+                 "16 hex digits as stored (little-endian, e.g. 28e0ff0700000000), or 0x<address>."),
+]
+RecordOpt = Annotated[
+    str | None,
+    typer.Option("--fw-cfg-record", help="The upstream etc/vmcoreinfo record: a file of 16 bytes or "
+                 "32 hex digits as stored."),
+]
+
+
+def blob_arg(value: str, what: str, size: int) -> bytes:
+    """Bytes from a file, hex digits as stored (spaces and colons allowed), or ``0x<integer>``
+    (encoded little-endian in ``size`` bytes)."""
+    path = Path(value)
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{what}: cannot read {value}: {e.strerror}") from None
+        if len(data) != size:
+            raise UsageError(f"{what}: {value} holds {len(data)} bytes, not {size}")
+        return data
+    text = value.strip().lower()
+    if text.startswith("0x"):
+        n = parse_int(text, what)
+        if n >> (8 * size):
+            raise UsageError(f"{what}: {value} does not fit {size} bytes")
+        return n.to_bytes(size, "little")
+    digits = text.replace(" ", "").replace(":", "")
+    try:
+        data = bytes.fromhex(digits)
+    except ValueError:
+        raise UsageError(f"{what} is neither a file nor hex digits: {value!r}") from None
+    if len(data) != size:
+        raise UsageError(f"{what}: {len(data)} bytes given, the blob is {size}")
+    return data
+
+
+class _LazyProgress:
+    """A rich progress bar that appears only once a scan has run for more than a second."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start: float | None = None
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        if self._bar is None:
+            if now - self._start < 1.0 or done >= total:
+                return
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("scanning memory", total=total)
+        self._bar.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@app.command()
+def analyze(
+    dump: DumpArg,
+    addr_blob: BlobOpt = None,
+    fw_cfg_record: RecordOpt = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", "-s", help="Run only this strategy (repeatable): elf-note, kdump-header, "
+                     "address-blob, fw-cfg-record, acpi, memory-scan."),
+    ] = None,
+    rfc_offset: Annotated[
+        int, typer.Option("--rfc-offset", help="RFC page layout: 40 (seed 001) or 36 (later revision).")
+    ] = 40,
+    json_out: JsonOpt = False,
+    format: FormatOpt = "auto",
+    raw_base: BaseOpt = "0",
+) -> None:
+    """Find and check the VMCOREINFO: every strategy with its evidence, consistency checks, key values.
+
+    Exit status: 0 when a VMCOREINFO text was found and no check FAILed; 1 when none was found
+    or a check FAILed; 2 usage; 3 bad dump; 4 address not in the dump; 5 OS error.
+    """
+    with _errors():
+        if rfc_offset not in (40, 36):
+            raise UsageError(f"--rfc-offset is 40 or 36, not {rfc_offset}")
+        blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
+        record = blob_arg(fw_cfg_record, "--fw-cfg-record", 16) if fw_cfg_record is not None else None
+        progress = None if json_out else _LazyProgress()
+        with _open(dump, format, raw_base) as d:
+            from .analyze import analyze as run_analyze
+
+            try:
+                result = run_analyze(d, addr_blob=blob, fw_cfg_record=record, strategies=strategy or None,
+                                     rfc_offset=rfc_offset, progress=progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+        if json_out:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            from .render import render_analysis
+
+            render_analysis(result)
+        if not result["vmcoreinfo"]["found"] or result["status"] == "FAIL":
+            raise typer.Exit(1)
+
+
+@app.command()
+def vmcoreinfo(
+    dump: DumpArg,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    note: Annotated[bool, typer.Option("--note", help="The whole ELF note, not just the text.")] = False,
+    addr_blob: BlobOpt = None,
+    format: FormatOpt = "auto",
+    raw_base: BaseOpt = "0",
+) -> None:
+    """Print the VMCOREINFO text exactly as found (ready for ``drgn --vmcoreinfo``), or the ELF note.
+
+    Exit status: 0 found, 1 not found, 2-5 as for every command.
+    """
+    with _errors():
+        blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
+        with _open(dump, format, raw_base) as d:
+            from .discover.run import find_vmcoreinfo
+            from .errors import NotFoundError
+
+            disc = find_vmcoreinfo(d, addr_blob=blob)
+            if disc.chosen is None or disc.chosen.text is None:
+                raise NotFoundError(f"no VMCOREINFO in {dump}: {disc.reason}")
+            raw = disc.chosen.text.raw
+        if note:
+            from .vmcoreinfo import build_note
+
+            raw = build_note(raw, d.byte_order)
+        if output is not None:
+            try:
+                output.write_bytes(raw)
+            except OSError as e:
+                raise typer.Exit(_os_error(output, e)) from None
+        else:
+            sys.stdout.buffer.write(raw)
+            sys.stdout.buffer.flush()
+
+
+def _os_error(path: Path, e: OSError) -> int:
+    typer.echo(f"vmci: error: cannot write {path}: {e.strerror}", err=True)
+    return 5
+
+
+@app.command()
+def vmgenid(
+    dump: DumpArg,
+    addr_blob: Annotated[
+        str | None,
+        typer.Option("--addr-blob", help="The saved etc/vmgenid_addr (8 bytes: file, hex as stored, "
+                     "or 0x<address>); default: walk ACPI (SSDT VMGENID, VGIA)."),
+    ] = None,
+    json_out: JsonOpt = False,
+    format: FormatOpt = "auto",
+    raw_base: BaseOpt = "0",
+) -> None:
+    """Print the VM Generation ID as QMP query-vm-generation-id does (exit 1 when there is none)."""
+    with _errors():
+        blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
+        with _open(dump, format, raw_base) as d:
+            from .errors import NotFoundError
+            from .vmgenid import find_vmgenid
+
+            found = find_vmgenid(d.memory, addr_blob=blob)
+        if json_out:
+            typer.echo(json.dumps({"schema": 1, **found.to_dict(),
+                                   "evidence": [{"action": s.action, "paddr": s.paddr, "detail": s.detail,
+                                                 "verdict": s.verdict} for s in found.evidence]}, indent=2))
+            if not found.found:
+                raise typer.Exit(1)
+            return
+        if not found.found:
+            last = next((s for s in reversed(found.evidence.steps) if s.verdict == "fail"), None)
+            raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
+                                else "no VM generation ID")
+        typer.echo(f"{found.to_dict()['guid']}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

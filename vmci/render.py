@@ -71,3 +71,55 @@ def render_info(s: dict[str, Any]) -> None:
 
 def _hex(v: int | None) -> str:
     return "-" if v is None else f"{v:#x}"
+
+
+_STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+_VERDICT_MARK = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "info": "    "}
+
+
+def _addr(v: int | None) -> str:
+    return "" if v is None else f" @{v:#x}"
+
+
+def render_analysis(r: dict[str, Any]) -> None:
+    """``vmci analyze``: format summary, provenance step by step, checks, key values."""
+    from rich.markup import escape
+
+    c = _console()
+    d = r["dump"]
+    c.print(f"[bold]{escape(d['path'])}[/]: {escape(d['description'])}, arch {d['arch']}, "
+            f"{d['memory_size'] / (1 << 20):.1f} MiB in {len(d['ranges'])} range(s)")
+    for w in d["warnings"][:8]:
+        c.print(f"  [yellow]warning:[/] {escape(w)}")
+    c.print("[bold]Provenance[/]")
+    current = None
+    for s in r["provenance"]:
+        if s["strategy"] != current:
+            current = s["strategy"]
+            c.print(f"  [bold]{current}[/]")
+        c.print(f"    {_VERDICT_MARK[s['verdict']]} {escape(s['action'])}{_addr(s['paddr'])}: "
+                f"{escape(s['detail'])}")
+    v = r["vmcoreinfo"]
+    if v["found"]:
+        c.print(f"[bold]VMCOREINFO[/] from [bold]{v['source']}[/]{_addr(v['paddr'])}: {escape(v['reason'])}")
+        kv = v["key_values"]
+        for key in ("OSRELEASE", "BUILD-ID", "PAGESIZE", "KERNELOFFSET", "phys_base", "CRASHTIME"):
+            val = kv.get(key)
+            if key == "KERNELOFFSET" and val is not None:
+                shown = f"{val:#x}"
+            elif key == "phys_base" and val is not None:
+                shown = f"{val} ({val & ((1 << 64) - 1):#x})" if val < 0 else f"{val:#x}"
+            else:
+                shown = "-" if val is None else str(val)
+            c.print(f"  {key:13s} {escape(shown)}")
+    else:
+        c.print(f"[bold red]VMCOREINFO not found[/]: {escape(v['reason'])}")
+    if r.get("vmgenid"):
+        g = r["vmgenid"]
+        c.print(f"[bold]VM generation ID[/] {g['guid']} (GUID{_addr(g['paddr'])}, via {g['source']})")
+    c.print("[bold]Checks[/]")
+    for ch in r["checks"]:
+        style = _STATUS_STYLE[ch["status"]]
+        c.print(f"  [{style}]{ch['status']:4s}[/] {escape(ch['name'])}: {escape(ch['detail'])}")
+    style = _STATUS_STYLE[r["status"]]
+    c.print(f"Result: [{style}]{r['status']}[/]")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-import tempfile
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,8 +34,14 @@ def good_dumps() -> dict[str, bytes]:
             if name == "elf":
                 write_elf(f, mem, blob)
             else:
-                write_kdump(f, mem, blob, flattened=name == "flat", utsname=FULL_UTSNAME,
-                            vmcoreinfo_span=find_desc(blob, "VMCOREINFO"))
+                write_kdump(
+                    f,
+                    mem,
+                    blob,
+                    flattened=name == "flat",
+                    utsname=FULL_UTSNAME,
+                    vmcoreinfo_span=find_desc(blob, "VMCOREINFO"),
+                )
         out[name] = p.read_bytes()
         p.unlink()
     tmp.rmdir()
@@ -62,11 +68,43 @@ def exercise(path: Path) -> list[str]:
 def boundaries(data: bytes, kind: str) -> list[int]:
     if kind == "elf":
         phoff = struct.unpack_from("<Q", data, 32)[0]
-        return [0, 3, 4, 20, 63, 64, phoff - 1, phoff + 10, phoff + 56, phoff + 64 * 2, phoff + 64 * 3 + 40,
-                len(data) // 2, len(data) - 1]
+        return [
+            0,
+            3,
+            4,
+            20,
+            63,
+            64,
+            phoff - 1,
+            phoff + 10,
+            phoff + 56,
+            phoff + 64 * 2,
+            phoff + 64 * 3 + 40,
+            len(data) // 2,
+            len(data) - 1,
+        ]
     base = 4096 if kind == "flat" else 0
-    return [0, 7, 8, 100, 400, 463, 464, 4095, 4096, 4096 + 50, 4096 + 104, 8192, 8192 + 100, 12288, 16384,
-            20000, len(data) // 2, len(data) - 17, len(data) - 1] + [base + x for x in (0, 8, 16, 24)]
+    return [
+        0,
+        7,
+        8,
+        100,
+        400,
+        463,
+        464,
+        4095,
+        4096,
+        4096 + 50,
+        4096 + 104,
+        8192,
+        8192 + 100,
+        12288,
+        16384,
+        20000,
+        len(data) // 2,
+        len(data) - 17,
+        len(data) - 1,
+    ] + [base + x for x in (0, 8, 16, 24)]
 
 
 @pytest.mark.parametrize("kind", ["elf", "kdump", "flat"])
@@ -158,8 +196,9 @@ def test_cli_error_is_one_line_with_exit_code(tmp_path, dumps):
     assert r.stdout == ""
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("vmci: error:"), r.stderr
     assert "Traceback" not in r.stderr
-    missing = subprocess.run([sys.executable, "-m", "vmci.cli", "info", str(tmp_path / "nope")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "vmci.cli", "info", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert missing.returncode == 5 and "cannot open" in missing.stderr
 
 

@@ -99,7 +99,9 @@ class ElfMemory(PhysicalMemory):
         truncated = 0
         for paddr, memsz, off, filesz in sorted(segs, key=lambda s: (s[0], -s[1])):
             if paddr + memsz > MAX_PHYS:  # no CPU addresses this: a corrupt p_paddr/p_memsz
-                warnings.append(f"PT_LOAD at {paddr:#x} (+{memsz:#x}) is beyond any physical address; clipped")
+                warnings.append(
+                    f"PT_LOAD at {paddr:#x} (+{memsz:#x}) is beyond any physical address; clipped"
+                )
                 memsz = max(0, MAX_PHYS - paddr)
             lo, hi = max(paddr, cover), paddr + memsz
             if hi <= lo:
@@ -247,8 +249,10 @@ def _section_warnings(elf: Any, size: int) -> list[str]:
         for i in range(elf.num_sections()):
             sh = elf.get_section(i).header
             if sh["sh_type"] != "SHT_NOBITS" and sh["sh_offset"] + sh["sh_size"] > size:
-                out.append(f"section {i} ends at {sh['sh_offset'] + sh['sh_size']:#x}, past the end of the file "
-                           f"({size:#x}): the dump is truncated")
+                out.append(
+                    f"section {i} ends at {sh['sh_offset'] + sh['sh_size']:#x}, past the end of the file "
+                    f"({size:#x}): the dump is truncated"
+                )
     except Exception as e:  # pyelftools raises its own construct errors on cut headers
         out.append(f"section headers unreadable ({e}): the dump may be truncated")
     return out
