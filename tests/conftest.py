@@ -73,6 +73,7 @@ def sample_memory(seed: int = 1, size: int = 0x2000000) -> SparseMemory:
     return mem
 
 
-def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2) -> bytes:
+def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2, byteorder: str = "little") -> bytes:
     """CORE/NT_PRSTATUS notes for each CPU, then the VMCOREINFO note, as QEMU orders them."""
-    return encode_notes([*(("CORE", 1, bytes(336)) for _ in range(cpus)), ("VMCOREINFO", 0, text)])
+    notes = [*(("CORE", 1, bytes(336)) for _ in range(cpus)), ("VMCOREINFO", 0, text)]
+    return encode_notes(notes, byteorder)

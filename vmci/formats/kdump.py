@@ -8,6 +8,7 @@ the descriptors in memory.
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from array import array
@@ -153,15 +154,18 @@ def _parse(decl: cs.Construct, data: bytes, what: str, offset: int) -> dict[str,
         raise FormatError(f"cannot parse {what}: {e}", field=what, offset=offset) from None
 
 
-def _sane(h: dict[str, Any]) -> bool:
+def _sane(h: dict[str, Any], file_size: int) -> bool:
+    """Would this header parse make a readable dump?  Used to pick the ABI and byte order:
+    a header read with the wrong layout fails one of these (checked against real 32- and
+    64-bit headers; libkdumpfile's looser test misreads some 64-bit dumps as i386)."""
     bs = h["block_size"]
-    return (
-        0 <= h["header_version"] <= 64
-        and 512 <= bs <= (1 << 20)
-        and bs & (bs - 1) == 0
-        and 0 <= h["sub_hdr_size"] < (1 << 24)
-        and h["bitmap_blocks"] * bs * 8 >= h["max_mapnr"]
-    )
+    if not (0 <= h["header_version"] <= 64 and 512 <= bs <= (1 << 20) and bs & (bs - 1) == 0):
+        return False
+    if h["bitmap_blocks"] <= 0 or h["bitmap_blocks"] * bs * 8 < h["max_mapnr"]:
+        return False
+    if h["header_version"] >= 1 and h["sub_hdr_size"] < 1:
+        return False
+    return h["sub_hdr_size"] >= 0 and (1 + h["sub_hdr_size"] + h["bitmap_blocks"]) * bs <= file_size
 
 
 def read_info(src: Source) -> KdumpInfo:
@@ -183,7 +187,7 @@ def read_info(src: Source) -> KdumpInfo:
             if size > len(raw):
                 continue
             h = _parse(layout.header, raw[:size], "disk_dump_header", 0)
-            if _sane(h):
+            if _sane(h, src.size):
                 chosen = (layout, h)
                 break
         if chosen:
@@ -720,3 +724,73 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
         warnings=warnings,
         _closers=[src],
     )
+
+
+class KdumpSetMemory(PhysicalMemory):
+    """The memory of a ``makedumpfile --split`` set: each PFN is served by the file holding it."""
+
+    def __init__(self, parts: list[KdumpMemory]) -> None:
+        self.parts = sorted(parts, key=lambda m: m.info.start_pfn)
+        self.page_size = self.parts[0].page_size
+        self._starts = [m.info.start_pfn for m in self.parts]
+
+    @property
+    def ranges(self) -> Sequence[Range]:
+        return self.parts[0].ranges
+
+    def _part(self, pfn: int) -> KdumpMemory:
+        import bisect
+
+        i = max(0, bisect.bisect_right(self._starts, pfn) - 1)
+        return self.parts[i]
+
+    def extent(self, paddr: int, limit: int) -> Extent:
+        return self._part(paddr // self.page_size).extent(paddr, limit)
+
+    def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
+        for part in self.parts:
+            yield from part.pages(start, end)
+
+
+def open_kdump_set(paths: Sequence[str | Path]) -> Dump:
+    """Open the files of a split kdump set as one dump (any order; raw or flattened files)."""
+    from . import open_dump
+
+    dumps = [open_dump(p, format="kdump") for p in paths]
+    try:
+        if not dumps:
+            raise FormatError("an empty split set", field="paths")
+        infos = [d.memory.info for d in dumps if isinstance(d.memory, KdumpMemory)]
+        if len(infos) != len(dumps):
+            raise FormatError("every file of a split set must be a kdump-compressed file", field="format")
+        if len({i.max_mapnr for i in infos}) != 1 or len({i.block_size for i in infos}) != 1:
+            raise FormatError(
+                "the files are not of one split set (max_mapnr or block_size differ)", field="max_mapnr_64"
+            )
+        spans = sorted((i.start_pfn, i.end_pfn) for i in infos)
+        for (_, e1), (s2, _) in itertools.pairwise(spans):
+            if s2 != e1:
+                raise FormatError(
+                    f"the split set has a gap or overlap at PFN {min(e1, s2):#x}", field="start_pfn_64"
+                )
+        first = dumps[0]
+        warnings = [w for d in dumps for w in d.warnings]
+        if spans[0][0] != 0 or spans[-1][1] != infos[0].max_mapnr:
+            warnings.append("the split set does not cover every PFN: some files are missing")
+        return Dump(
+            path=first.path,
+            format="kdump-split",
+            description=f"kdump-compressed split set of {len(dumps)} files",
+            memory=KdumpSetMemory([d.memory for d in dumps]),  # type: ignore[misc]
+            arch=first.arch,
+            byte_order=first.byte_order,
+            notes=first.notes,
+            cpus=first.cpus,
+            facts={**first.facts, "split_files": [str(d.path) for d in dumps]},
+            warnings=warnings,
+            _closers=[s for d in dumps for s in d._closers],
+        )
+    except BaseException:
+        for d in dumps:
+            d.close()
+        raise
