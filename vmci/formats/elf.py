@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,7 +37,7 @@ from ..layouts.elf import (
     SHT_STRTAB,
     elf_layout,
 )
-from ..memory import ZEROS, Extent, PhysicalMemory, Range, is_zero, merge_ranges
+from ..memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, is_zero, merge_ranges
 from .notes import cpus_from, decode_notes
 from .source import Source
 
@@ -145,6 +145,27 @@ class ElfMemory(PhysicalMemory):
             take = min(take, len(ZEROS))
             return Extent(ZEROS[:take], take)
         return Extent(self.src.view(p.file_off + paddr - p.start, take), take)
+
+    def chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        for addr, buf in super().chunks(start, end, max_size):
+            yield addr, buf
+            self._release(addr, len(buf))
+
+    def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
+        done = start
+        for addr, page in super().pages(start, end):
+            yield addr, page
+            if addr + len(page) - done >= 1 << 22:
+                self._release(done, addr + len(page) - done)
+                done = addr + len(page)
+
+    def _release(self, paddr: int, n: int) -> None:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        p = self._pieces[i] if i >= 0 else None
+        if p is not None and p.file_off >= 0 and paddr + n <= p.start + p.size:
+            self.src.release(p.file_off + paddr - p.start, n)
 
 
 def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:

@@ -159,6 +159,16 @@ class FlattenedSource:
             i += 1
         return out
 
+    def release(self, offset: int, n: int) -> None:
+        i = max(0, bisect.bisect_right(self._dest, offset) - 1)
+        end = offset + n
+        while i < len(self._dest) and self._dest[i] < end:
+            d, sz, s = self._dest[i], self._size[i], self._src[i]
+            lo, hi = max(d, offset), min(d + sz, end)
+            if hi > lo:
+                self.file.release(s + lo - d, hi - lo)
+            i += 1
+
     def close(self) -> None:
         self.file.close()
 

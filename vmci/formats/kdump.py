@@ -415,12 +415,18 @@ class KdumpMemory(PhysicalMemory):
             while pfn < stop and idx < self.n_desc:
                 n = min(batch, stop - pfn, self.n_desc - idx)
                 table = self.src.view(self.info.desc_offset + idx * dsize, n * dsize)
+                lo_data, hi_data = 1 << 63, 0
                 for desc in self._desc.iter_unpack(table):
                     if self.info.bitmap1[pfn >> 3] >> (pfn & 7) & 1:
                         page = self._load(pfn, desc)
                         if not isinstance(page, str):
                             yield pfn * bs, page
+                    lo_data, hi_data = min(lo_data, desc[0]), max(hi_data, desc[0] + desc[1])
                     pfn += 1
+                # keep RSS flat on big dumps: drop what this batch mapped
+                self.src.release(self.info.desc_offset + idx * dsize, n * dsize)
+                if hi_data > lo_data and hi_data - lo_data < 1 << 30:
+                    self.src.release(lo_data, hi_data - lo_data)
                 idx += n
 
 

@@ -27,6 +27,10 @@ class Source(Protocol):
         """Like :meth:`read`, but may return a zero-copy view."""
         ...
 
+    def release(self, offset: int, n: int) -> None:
+        """Hint that ``[offset, offset+n)`` will not be needed soon (drops it from RSS)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -74,6 +78,17 @@ class FileSource:
     @property
     def buffer(self) -> memoryview:
         return self._mv
+
+    def release(self, offset: int, n: int) -> None:
+        # Sequential reads of a GiB dump would otherwise leave every touched page mapped:
+        # MADV_DONTNEED unmaps them from this process (the page cache keeps them), so peak
+        # RSS stays flat.  Views already handed out stay valid: they fault the page back in.
+        if self._mm is None or not hasattr(self._mm, "madvise"):
+            return
+        lo = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = min(self.size, offset + n) // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > lo:
+            self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
     def close(self) -> None:
         self._mv.release()
