@@ -492,6 +492,33 @@ def compress(method: str, page: Buffer) -> bytes:
 # -- writer -------------------------------------------------------------------------------------
 
 
+def _set_bits(bitmap: bytearray, lo: int, hi: int) -> None:
+    """Set bits ``[lo, hi)`` (LSB first), whole bytes at a time."""
+    while lo < hi and lo & 7:
+        bitmap[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
+    full_end = hi & ~7
+    if lo < full_end:
+        bitmap[lo >> 3 : full_end >> 3] = b"\xff" * ((full_end - lo) >> 3)
+        lo = full_end
+    while lo < hi:
+        bitmap[lo >> 3] |= 1 << (lo & 7)
+        lo += 1
+
+
+def _readable_page_runs(memory: PhysicalMemory, bs: int) -> Iterator[tuple[int, int]]:
+    """PFN runs ``[lo, hi)`` whose pages are wholly readable (chunks joined across edges)."""
+    run_lo = run_hi = -1
+    for addr, buf in memory.chunks():
+        if addr != run_hi:
+            if run_hi > run_lo:
+                yield ceil_div(run_lo, bs), run_hi // bs
+            run_lo = addr
+        run_hi = addr + len(buf)
+    if run_hi > run_lo:
+        yield ceil_div(run_lo, bs), run_hi // bs
+
+
 class _SeekSink:
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
@@ -563,8 +590,7 @@ def write_kdump(
     bitmap_blocks = 2 * (one // bs)
     bitmap1 = bytearray(one)
     for r in ranges:
-        for pfn in range(r.start // bs, -(-r.end // bs)):
-            bitmap1[pfn >> 3] |= 1 << (pfn & 7)
+        _set_bits(bitmap1, r.start // bs, ceil_div(r.end, bs))
     status = COMPRESSION_FLAGS.get(compression, 0)
 
     sink: Any = FlatWriter(out) if flattened else _SeekSink(out)
@@ -572,10 +598,11 @@ def write_kdump(
     # The descriptor table precedes the data, so one pass finds the pages that get a
     # descriptor (readable and not excluded) and a second writes them.
     bitmap2 = bytearray(one)
-    for r in ranges:
-        for pfn in range(r.start // bs, -(-r.end // bs)):
-            if pfn not in excluded and memory.readable(pfn * bs, bs):
-                bitmap2[pfn >> 3] |= 1 << (pfn & 7)
+    for lo, hi in _readable_page_runs(memory, bs):
+        _set_bits(bitmap2, lo, hi)
+    for pfn in excluded:
+        if 0 <= pfn < max_mapnr:
+            bitmap2[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
     n_desc = sum(b - a for a, b in bit_runs(bitmap2, end_pfn, first_pfn) if b > first_pfn)
     data_offset = desc_offset + n_desc * layout.page_desc.sizeof()
     zero = bytes(bs)
@@ -586,8 +613,10 @@ def write_kdump(
     descs = bytearray()
     desc_pos = desc_offset
     stored = zero_pages = 0
-    for pfn in (p for a, b in bit_runs(bitmap2, end_pfn, first_pfn) for p in range(max(a, first_pfn), b)):
-        page = memory.read(pfn * bs, bs)
+    for addr, page in memory.pages(first_pfn * bs, end_pfn * bs):
+        pfn = addr // bs
+        if not bitmap2[pfn >> 3] >> (pfn & 7) & 1:
+            continue  # excluded by the caller
         if page == zero:
             descs += zero_desc
             zero_pages += 1
