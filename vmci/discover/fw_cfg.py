@@ -1,0 +1,50 @@
+"""The upstream (QEMU >= 2.11) ``etc/vmcoreinfo`` record, given by the caller from saved state.
+
+16 little-endian bytes ``{u16 host_format, u16 guest_format, u32 size, u64 paddr}``.  We check
+what QEMU's ``dump_init`` checks before copying the guest note (format ELF, size bounds, the
+note's own size within ``size``) and the rest of what makes the note usable.
+"""
+
+from __future__ import annotations
+
+from ..layouts.fw_cfg import VMCOREINFO_FORMAT_ELF, VMCOREINFO_FORMAT_NONE, FwCfgVmcoreinfo
+from ..memory import PhysicalMemory
+from .blob import _conclude, read_guest_note
+from .evidence import Candidate, Finding
+
+RECORD_SIZE = FwCfgVmcoreinfo.sizeof()
+_FORMATS = {VMCOREINFO_FORMAT_NONE: "NONE", VMCOREINFO_FORMAT_ELF: "ELF"}
+
+
+def check_record(mem: PhysicalMemory, record: bytes, *, byteorder: str = "little") -> Finding:
+    """Follow a saved fw_cfg vmcoreinfo record to the guest's VMCOREINFO note."""
+    finding = Finding("fw-cfg-record")
+    finding.facts["present"] = True
+    cand = Candidate("fw-cfg-record", None, None, None)
+    ev = cand.evidence
+    record = bytes(record)
+    if len(record) != RECORD_SIZE:
+        ev.fail("record size", f"{len(record)} bytes; the record is {RECORD_SIZE} "
+                               "(le16 host_format, le16 guest_format, le32 size, le64 paddr)")
+        _conclude(finding, cand)
+        return finding
+    rec = FwCfgVmcoreinfo.parse(record)
+    finding.facts.update({k: rec[k] for k in ("host_format", "guest_format", "size", "paddr")})
+    ev.info("record", f"host_format {rec.host_format}, guest_format {rec.guest_format}, "
+                      f"size {rec.size}, paddr {rec.paddr:#x}", rec.paddr)
+    if rec.host_format != VMCOREINFO_FORMAT_ELF:
+        ev.info("host format", f"host_format {rec.host_format} (QEMU resets it to 1; the guest's write "
+                               "may overwrite it, QEMU does not use it)")
+    if rec.guest_format != VMCOREINFO_FORMAT_ELF:
+        what = _FORMATS.get(rec.guest_format, "unknown")
+        ev.fail("guest format", f"guest_format {rec.guest_format} ({what}): QEMU only copies ELF (1) notes")
+        _conclude(finding, cand)
+        return finding
+    ev.ok("guest format", "guest_format 1 (ELF)")
+    cand.facts.update({"record_paddr": rec.paddr, "record_size": rec.size})
+    cand.paddr = rec.paddr
+    got = read_guest_note(mem, rec.paddr, rec.size, ev, byteorder=byteorder)
+    if got is not None:
+        cand.text, cand.note_size = got
+    _conclude(finding, cand)
+    return finding

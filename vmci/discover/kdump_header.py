@@ -1,0 +1,78 @@
+"""The kdump sub-header's ``offset_vmcoreinfo``/``size_vmcoreinfo``, cross-checked with the notes blob.
+
+Two places say where the text is, and readers disagree on which to trust: crash reads the
+sub-header fields, libkdumpfile (header version >= 4) the VMCOREINFO note in the notes blob.
+QEMU and makedumpfile make the first point into the second; when they differ, one of the two
+readers sees another text (or none).
+"""
+
+from __future__ import annotations
+
+from ..dump import Dump
+from ..vmcoreinfo import VmcoreInfo
+from .evidence import Candidate, Finding
+
+KDUMP_NOTES = "kdump notes"
+
+
+def find_kdump_header(dump: Dump) -> Finding:
+    """The text at ``offset_vmcoreinfo``, with the notes-blob comparison in the evidence."""
+    finding = Finding("kdump-header")
+    fev = finding.evidence
+    facts = dump.facts
+    if not dump.format.startswith("kdump"):
+        fev.info("format", f"{dump.format} dump: no kdump sub-header")
+        return finding
+    version = facts.get("header_version", 0)
+    if version < 3 or "offset_vmcoreinfo" not in facts:
+        fev.info("header version", f"header_version {version}: no offset_vmcoreinfo field (v3+)")
+        return finding
+    finding.facts["present"] = True
+    off, size = facts["offset_vmcoreinfo"], facts["size_vmcoreinfo"]
+    text_raw: bytes | None = facts.get("vmcoreinfo_text")
+    finding.facts.update({"offset_vmcoreinfo": off, "size_vmcoreinfo": size,
+                          "offset_note": facts.get("offset_note"), "size_note": facts.get("size_note")})
+    cand = Candidate("kdump-header", None, None, None)
+    ev = cand.evidence
+    cand.facts.update({"file_offset": off, "size": size})
+    if not size:
+        ev.fail("offset_vmcoreinfo", "size_vmcoreinfo is 0: crash finds no vmcoreinfo")
+    elif text_raw is None:
+        ev.fail("offset_vmcoreinfo", f"{off:#x} (+{size}) lies outside the file")
+    else:
+        text = VmcoreInfo.parse(text_raw)
+        if not text_raw.startswith(b"OSRELEASE=") or not any(ln.key for ln in text.lines):
+            ev.fail("offset_vmcoreinfo", f"{size} bytes at {off:#x} are not a VMCOREINFO text "
+                                         f"(start {text_raw[:16]!r})")
+        else:
+            ev.ok("offset_vmcoreinfo", f"{size} bytes at file offset {off:#x}, OSRELEASE={text.osrelease}")
+            cand.text = text
+            cand.note_size = 24 + ((size + 3) & ~3)
+    note = next((n for n in dump.notes if n.name == "VMCOREINFO" and n.where == KDUMP_NOTES), None)
+    if note is None:
+        agree = None
+        fev.warn("notes blob", f"no VMCOREINFO note in the notes blob (offset_note "
+                               f"{facts.get('offset_note', 0):#x}, {facts.get('size_note', 0)} bytes): "
+                               "libkdumpfile (header v4+) finds no vmcoreinfo")
+    else:
+        desc_off = note.desc_offset
+        finding.facts["note_desc_offset"] = desc_off
+        same_bytes = text_raw == note.desc
+        agree = same_bytes
+        if same_bytes and desc_off == off:
+            fev.ok("notes blob", f"offset_vmcoreinfo {off:#x} is the VMCOREINFO note's descriptor in the "
+                                 "notes blob: crash and libkdumpfile read the same bytes")
+        elif same_bytes:
+            fev.ok("notes blob", f"offset_vmcoreinfo {off:#x} is a separate copy of the note's text "
+                                 f"(descriptor at {desc_off:#x}), byte-equal")
+        else:
+            fev.fail("notes blob", f"offset_vmcoreinfo {off:#x} (+{size}) and the notes blob's VMCOREINFO "
+                                   f"descriptor at {desc_off:#x} (+{len(note.desc)}) hold different bytes: "
+                                   "crash and libkdumpfile see different texts")
+    finding.facts["agree"] = agree
+    if cand.valid:
+        finding.candidates.append(cand)
+        finding.chosen = cand
+    else:
+        finding.rejected.append(cand)
+    return finding
