@@ -110,3 +110,26 @@ def test_excluded_pages(tmp_path, mem):
         assert d.memory.read(0x100000, 8192, zero_fill=True) == bytes(8192)
         assert d.memory.read(0x102000, 4096) == mem.read(0x102000, 4096)
         assert json.dumps(d.facts["status_flags"]) == '["zlib"]'
+
+
+def test_incomplete_dump_flag_and_empty_descriptors(tmp_path, mem):
+    """makedumpfile marks a dump cut by ENOSPC or -L: the header flag is reported, and pages
+    whose descriptors were never written are unreadable with that reason."""
+    import struct
+
+    path = write(tmp_path / "inc", mem, utsname=FULL_UTSNAME)
+    data = bytearray(path.read_bytes())
+    status = struct.unpack_from("<I", data, 424)[0]
+    struct.pack_into("<I", data, 424, status | 0x8)
+    sub_hdr_size, bitmap_blocks = struct.unpack_from("<iI", data, 432)
+    desc = (1 + sub_hdr_size + bitmap_blocks) * 4096
+    last = desc + 24 * 300
+    data[last : last + 24 * 10] = bytes(24 * 10)  # ten descriptors never written
+    path.write_bytes(bytes(data))
+    with open_dump(path) as d:
+        assert "incomplete" in d.facts["status_flags"]
+        assert any("incomplete" in w for w in d.warnings)
+        bad = [a for r in mem.ranges for a in range(r.start, r.end, 4096) if not d.memory.readable(a, 4096)]
+        assert len(bad) == 10
+        with pytest.raises(ExcludedPageError, match="incomplete"):
+            d.memory.read(bad[0], 1)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..dump import Dump
-from ..errors import FormatError, UnsupportedError, UsageError
+from ..errors import FormatError, UsageError
 from .source import FileSource
 
 FORMATS = ("auto", "elf", "kdump", "flattened", "raw")
@@ -68,7 +68,10 @@ def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
         dump.facts["flattened_records"] = flat.records
         return dump
     if head[:4] == b"QEVM" or head[:16] in (b"LibvirtQemudSave", b"LibvirtQemudPart"):
-        raise UnsupportedError("QEMU migration streams and libvirt save images are not readable yet")
+        from .libvirt import read_libvirt
+        from .migration import read_migration
+
+        return read_migration(src, path) if head[:4] == b"QEVM" else read_libvirt(src, path)
     if format != "auto":
         raise FormatError(f"not a {format} dump", field="magic", offset=0)
     if not src.size:

@@ -1,0 +1,227 @@
+"""libvirt save images (``virsh save``, managed save): ``virQEMUSaveHeader``, the domain XML,
+then the QEMU migration stream, raw or piped through a compressor.
+
+A raw stream is read in place.  A compressed one is decompressed once, in a streaming way, into
+a temporary file that is then indexed like any stream and deleted when the dump is closed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..dump import Dump
+from ..errors import FormatError, TruncatedError, UnsupportedError
+from ..layouts.migration import (
+    LIBVIRT_FORMATS,
+    LIBVIRT_HEADER_SIZE,
+    LIBVIRT_MAGIC,
+    LIBVIRT_MAGIC_PARTIAL,
+    LIBVIRT_VERSION,
+    libvirt_header,
+)
+from .migration import read_migration
+from .source import FileSource, Source
+
+CHUNK = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def is_libvirt(head: bytes) -> bool:
+    return head[:16] in (LIBVIRT_MAGIC, LIBVIRT_MAGIC_PARTIAL)
+
+
+def parse_header(src: Source) -> dict[str, Any]:
+    """The header, in whichever byte order makes ``version`` sane (libvirt swaps the same way)."""
+    if src.size < LIBVIRT_HEADER_SIZE:
+        raise TruncatedError("libvirt save header is cut short", field="virQEMUSaveHeader", offset=0)
+    raw = src.read(0, LIBVIRT_HEADER_SIZE)
+    if not is_libvirt(raw):
+        raise FormatError("not a libvirt save image", field="magic", offset=0)
+    header = dict(libvirt_header(True).parse(raw))
+    little = True
+    if not 1 <= header["version"] <= LIBVIRT_VERSION:
+        swapped = dict(libvirt_header(False).parse(raw))
+        if 1 <= swapped["version"] <= LIBVIRT_VERSION:
+            header, little = swapped, False
+        else:
+            raise UnsupportedError(
+                f"libvirt save image version {header['version']} (1 and 2 are read)",
+                field="version",
+                offset=16,
+            )
+    header["byte_order"] = "little" if little else "big"
+    if LIBVIRT_HEADER_SIZE + header["data_len"] > src.size:
+        raise TruncatedError(
+            f"data_len {header['data_len']:#x} runs past the end of the file (size {src.size:#x})",
+            field="data_len",
+            offset=20,
+        )
+    if header["cookie_offset"] > header["data_len"]:
+        raise FormatError(
+            f"cookieOffset {header['cookie_offset']:#x} is beyond data_len {header['data_len']:#x}",
+            field="cookieOffset",
+            offset=32,
+        )
+    return header
+
+
+def _text(data: bytes) -> str:
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class _TempStream:
+    """The decompressed stream: a temporary file, deleted on close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _copy(read: Callable[[int], bytes], out: BinaryIO) -> None:
+    while chunk := read(CHUNK):
+        out.write(chunk)
+
+
+class _SourceReader:
+    """A file-like reader over ``src[start:]`` for the stdlib decompressors."""
+
+    def __init__(self, src: Source, start: int) -> None:
+        self.src, self.pos = src, start
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.src.size - self.pos
+        n = left if n < 0 else min(n, left)
+        data = self.src.read(self.pos, n)
+        self.pos += n
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+def _decompress(src: Source, start: int, kind: str, out: BinaryIO) -> str | None:
+    """Decompress ``src[start:]`` into ``out``; return a note on how, when it is worth saying."""
+    reader: Any = _SourceReader(src, start)
+    if kind == "gzip":
+        with gzip.GzipFile(fileobj=reader) as f:
+            _copy(f.read1, out)
+    elif kind == "bzip2":
+        with bz2.BZ2File(reader) as f:
+            _copy(f.read1, out)
+    elif kind == "xz":
+        with lzma.LZMAFile(reader) as f:
+            _copy(f.read1, out)
+    elif kind == "zstd":
+        return _zstd(src, start, out)
+    return None
+
+
+def _zstd(src: Source, start: int, out: BinaryIO) -> str | None:
+    # cramjam decompresses whole frames only: use the zstd tool for true streaming when present
+    tool = shutil.which("zstd")
+    if tool is not None:
+        proc = subprocess.Popen([tool, "-dcq"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            pos = start
+            while pos < src.size:
+                n = min(CHUNK, src.size - pos)
+                proc.stdin.write(src.view(pos, n))
+                pos += n
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise FormatError(f"zstd cannot decompress the stream: {err}", field="stream", offset=start)
+        return None
+    import cramjam
+
+    try:
+        out.write(bytes(cramjam.zstd.decompress(src.view(start, src.size - start))))
+    except cramjam.DecompressionError as e:
+        raise FormatError(f"cannot decompress the zstd stream: {e}", field="stream", offset=start) from None
+    return "zstd decompressed in memory (install the zstd tool for streaming decompression)"
+
+
+def read_libvirt(src: FileSource, path: Path) -> Dump:
+    """Open a libvirt save image held in ``src``."""
+    header = parse_header(src)
+    data_len = header["data_len"]
+    data = src.read(LIBVIRT_HEADER_SIZE, data_len)
+    start = LIBVIRT_HEADER_SIZE + data_len
+    kind = LIBVIRT_FORMATS.get(header["format"])
+    if kind is None:
+        raise FormatError(f"unknown compression format {header['format']}", field="format", offset=28)
+    facts: dict[str, Any] = {
+        "libvirt_magic": bytes(header["magic"]).decode("latin-1"),
+        "libvirt_version": header["version"],
+        "libvirt_byte_order": header["byte_order"],
+        "data_len": data_len,
+        "was_running": bool(header["was_running"]),
+        "compression": kind,
+        "domain_xml": _text(data),
+    }
+    if header["cookie_offset"]:
+        facts["cookie_xml"] = _text(data[header["cookie_offset"] :])
+    warnings: list[str] = []
+    if header["magic"] == LIBVIRT_MAGIC_PARTIAL:
+        warnings.append("the save image is marked partial (LibvirtQemudPart): libvirt never finished it")
+    if kind in ("lzop", "sparse"):
+        what = "lzop compression" if kind == "lzop" else "sparse (mapped-ram) save images"
+        raise UnsupportedError(f"{what} is not supported", field="format", offset=28)
+    if kind == "raw":
+        dump = read_migration(src, path, start=start, container="libvirt-save")
+    else:
+        dump = _read_compressed(src, path, start, kind, warnings)
+    dump.facts |= facts
+    dump.warnings[:0] = warnings
+    dump.description = f"libvirt save image ({kind}), " + dump.description.split(" in a ")[0]
+    return dump
+
+
+def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warnings: list[str]) -> Dump:
+    fd, name = tempfile.mkstemp(prefix="vmci-stream-", suffix=".qevm")
+    tmp = _TempStream(Path(name))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                note = _decompress(src, start, kind, out)
+            except EOFError:  # the compressed data is cut short: keep what came out
+                note = f"the {kind} data ends early; the stream is read as far as it was decompressed"
+            except (OSError, lzma.LZMAError, zlib.error) as e:
+                raise FormatError(
+                    f"cannot decompress the {kind} stream: {e}", field="stream", offset=start
+                ) from None
+        if note:
+            warnings.append(note)
+        inner = FileSource(tmp.path)
+        try:
+            dump = read_migration(inner, path, container="libvirt-save")
+        except BaseException:
+            inner.close()
+            raise
+    except BaseException:
+        tmp.close()
+        raise
+    src.close()  # the compressed file is no longer needed
+    dump._closers.append(tmp)
+    size = inner.size
+    warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
+    dump.facts["decompressed_to"] = str(tmp.path)
+    dump.facts["decompressed_size"] = size
+    return dump
