@@ -52,9 +52,14 @@ class Discovery:
         return [c for f in self.findings for c in f.candidates]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"found": self.found, "source": self.chosen.source if self.chosen else None,
-                "reason": self.reason, "requested": self.requested,
-                "findings": [f.to_dict() for f in self.findings], "evidence": self.evidence.to_dict()}
+        return {
+            "found": self.found,
+            "source": self.chosen.source if self.chosen else None,
+            "reason": self.reason,
+            "requested": self.requested,
+            "findings": [f.to_dict() for f in self.findings],
+            "evidence": self.evidence.to_dict(),
+        }
 
 
 def find_vmcoreinfo(
@@ -67,6 +72,13 @@ def find_vmcoreinfo(
     progress: Progress | None = None,
 ) -> Discovery:
     """Locate and validate the VMCOREINFO of ``dump`` with every applicable strategy."""
+    # Saved VM state (a migration stream) carries what QEMU kept outside guest RAM: the RFC
+    # device's address blob or the upstream device's fw_cfg record.  The caller's wins.
+    saved = dump.facts.get("saved_state") or {}
+    if addr_blob is None and saved.get("vmcoreinfo_addr_blob") is not None:
+        addr_blob = bytes(saved["vmcoreinfo_addr_blob"])
+    if fw_cfg_record is None and saved.get("fw_cfg_vmcoreinfo_record") is not None:
+        fw_cfg_record = bytes(saved["fw_cfg_vmcoreinfo_record"])
     if strategies is not None:
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:
@@ -81,8 +93,11 @@ def find_vmcoreinfo(
     d = Discovery()
     d.requested = list(wanted or [])
     if wanted is None:
-        d.requested += [s for s, given in (("address-blob", addr_blob), ("fw-cfg-record", fw_cfg_record))
-                        if given is not None]
+        d.requested += [
+            s
+            for s, given in (("address-blob", addr_blob), ("fw-cfg-record", fw_cfg_record))
+            if given is not None
+        ]
     mem = dump.memory
 
     def run(name: str) -> bool:
@@ -126,8 +141,11 @@ def find_vmcoreinfo(
 def _choose(d: Discovery) -> None:
     ev = d.evidence
     for f in d.findings:
-        ev.add("strategy", f"{f.source}: " + ("found" if f.found else "nothing usable"),
-               "ok" if f.found else "info")
+        ev.add(
+            "strategy",
+            f"{f.source}: " + ("found" if f.found else "nothing usable"),
+            "ok" if f.found else "info",
+        )
     valid = [f.chosen for f in d.findings if f.chosen is not None]
     if not valid:
         d.reason = "no strategy found a valid VMCOREINFO text"

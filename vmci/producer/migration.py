@@ -58,7 +58,7 @@ from ..layouts.migration import (
     VmgenidSection,
     libvirt_header,
 )
-from ..memory import PAGE_SIZE, SparseMemory
+from ..memory import PAGE_SIZE, Range, SparseMemory
 
 GIB = 1 << 30
 RAM_SECTION_ID = 2
@@ -157,15 +157,21 @@ def standard_devices(
     return devices
 
 
+def _bios_rom(r: Range) -> Range | None:
+    """The SeaBIOS ROM QEMU maps just below 4 GiB is its own RAMBlock (``pc.bios``), not RAM."""
+    return r if r.end == 4 * GIB and r.size <= 16 << 20 else None
+
+
 def _ram_layout(memory: SparseMemory, machine: str) -> tuple[int, int]:
     """(ram_size, below_4g) of ``memory`` laid out as ``machine`` lays out ``pc.ram``."""
     family, _ = machine_family(machine, None)
     if family is None:
         raise UsageError(f"machine type {machine!r} is not an x86 pc or q35 machine")
-    ram_size = sum(r.size for r in memory.ranges)
+    ram = [r for r in memory.ranges if _bios_rom(r) is None]
+    ram_size = sum(r.size for r in ram)
     below = below_4g_size(family, machine, ram_size)
     want = [(0, below)] + ([(4 * GIB, ram_size - below)] if ram_size > below else [])
-    have = [(r.start, r.size) for r in memory.ranges]
+    have = [(r.start, r.size) for r in ram]
     if have != want:
         raise UsageError(f"guest RAM {have} does not match {machine}'s layout of {ram_size:#x} bytes: {want}")
     return ram_size, below
@@ -210,6 +216,10 @@ def write_migration(
     """
     ps = PAGE_SIZE
     ram_size, below = _ram_layout(memory, machine)
+    roms = dict(roms or {})
+    for r in memory.ranges:
+        if _bios_rom(r) is not None and "pc.bios" not in roms:
+            roms["pc.bios"] = memory.read(r.start, r.size, zero_fill=True)
     blocks: dict[str, bytes | None] = {"pc.ram": None}
     for name, data in (roms or {}).items():
         blocks[name] = bytes(data) + bytes(-len(data) % ps)
