@@ -44,26 +44,32 @@ def _le(blob: bytes | bytearray) -> int:
     return int.from_bytes(blob, "little")
 
 
-class RfcVmcoreinfoDevice:
-    """The 2017 RFC ``-device vmcoreinfo``: SSDT ``VMCOREIN``, a 4 KiB read-only blob the firmware
-    allocates, and an 8-byte guest-writable address blob receiving blob + ``offset``."""
+class _PageBlobDevice:
+    """What the RFC vmcoreinfo device and vmgenid share (the RFC was a clone of vmgenid): an SSDT
+    naming a 4 KiB read-only blob that firmware allocates, and an 8-byte guest-writable address
+    blob that firmware's WRITE_POINTER fills with blob base + ``pointee_offset``."""
 
-    FILE = "etc/vmcoreinfo"
-    ADDR_FILE = "etc/vmcoreinfo-addr"
+    FILE = ""
+    ADDR_FILE = ""
+    TABLE_OFFSET = 0  # where the SSDT's Name(XXXX, DWordConst) value sits
 
-    def __init__(self, offset: int = RFC_OFFSET_V1) -> None:
-        if offset not in (RFC_OFFSET_V1, RFC_OFFSET_V2):
-            raise UsageError(f"RFC vmcoreinfo offset is 40 or 36, not {offset}")
-        self.offset = offset
+    def __init__(self) -> None:
         self.blob = bytearray(PAGE_BLOB_SIZE)
         self.addr_le = bytearray(8)  # the migrated state (VMState: 8 raw LE bytes)
 
+    @property
+    def pointee_offset(self) -> int:
+        raise NotImplementedError
+
+    def ssdt(self) -> bytes:
+        raise NotImplementedError
+
     def build_acpi(self, tables: bytearray, linker: Linker) -> None:
         start = len(tables)
-        tables += vmcoreinfo_ssdt(self.offset)
+        tables += self.ssdt()
         linker.alloc(self.FILE, self.blob, PAGE_BLOB_SIZE, ZONE_HIGH)
-        linker.write_pointer(self.ADDR_FILE, 0, 8, self.FILE, self.offset)
-        linker.add_pointer(TABLES_FILE, start + VCIA_TABLE_OFFSET, 4, self.FILE, 0)
+        linker.write_pointer(self.ADDR_FILE, 0, 8, self.FILE, self.pointee_offset)
+        linker.add_pointer(TABLES_FILE, start + self.TABLE_OFFSET, 4, self.FILE, 0)
         add_table_checksum(linker, tables, start)
 
     def add_fw_cfg(self, fw_cfg: FwCfg) -> None:
@@ -75,8 +81,31 @@ class RfcVmcoreinfoDevice:
 
     @property
     def address(self) -> int:
-        """What firmware wrote back: blob base + offset (0 before the firmware ran)."""
+        """What firmware wrote back: blob base + ``pointee_offset`` (0 before the firmware ran)."""
         return _le(self.addr_le)
+
+
+class RfcVmcoreinfoDevice(_PageBlobDevice):
+    """The 2017 RFC ``-device vmcoreinfo``: SSDT ``VMCOREIN``, a 4 KiB read-only blob the firmware
+    allocates, and an 8-byte guest-writable address blob receiving blob + ``offset``."""
+
+    FILE = "etc/vmcoreinfo"
+    ADDR_FILE = "etc/vmcoreinfo-addr"
+
+    TABLE_OFFSET = VCIA_TABLE_OFFSET
+
+    def __init__(self, offset: int = RFC_OFFSET_V1) -> None:
+        if offset not in (RFC_OFFSET_V1, RFC_OFFSET_V2):
+            raise UsageError(f"RFC vmcoreinfo offset is 40 or 36, not {offset}")
+        super().__init__()
+        self.offset = offset
+
+    @property
+    def pointee_offset(self) -> int:
+        return self.offset
+
+    def ssdt(self) -> bytes:
+        return vmcoreinfo_ssdt(self.offset)
 
     def get(self, mem: SparseMemory) -> tuple[int, int]:
         """QEMU's ``vmcoreinfo_get``: (note paddr, note size) read from guest RAM.
@@ -125,16 +154,21 @@ class UpstreamVmcoreinfoDevice:
         return {k: rec[k] for k in ("host_format", "guest_format", "size", "paddr")}
 
 
-class VmgenidDevice:
+class VmgenidDevice(_PageBlobDevice):
     """``-device vmgenid,guid=...``: SSDT ``VMGENID``, the GUID page (GUID little-endian at +40)."""
 
     FILE = "etc/vmgenid_guid"
     ADDR_FILE = "etc/vmgenid_addr"
 
+    TABLE_OFFSET = VGIA_TABLE_OFFSET
+    pointee_offset = VMGENID_GUID_OFFSET
+
     def __init__(self, guid: str | uuid.UUID = "auto") -> None:
-        self.blob = bytearray(PAGE_BLOB_SIZE)
-        self.addr_le = bytearray(8)
+        super().__init__()
         self.guid = uuid.uuid4() if guid == "auto" else uuid.UUID(str(guid))
+
+    def ssdt(self) -> bytes:
+        return vmgenid_ssdt()
 
     @property
     def guid(self) -> uuid.UUID:
@@ -147,26 +181,6 @@ class VmgenidDevice:
     def query(self) -> dict[str, str]:
         """QMP ``query-vm-generation-id``: the canonical lowercase GUID string."""
         return {"guid": str(self.guid)}
-
-    def build_acpi(self, tables: bytearray, linker: Linker) -> None:
-        start = len(tables)
-        tables += vmgenid_ssdt()
-        linker.alloc(self.FILE, self.blob, PAGE_BLOB_SIZE, ZONE_HIGH)
-        linker.write_pointer(self.ADDR_FILE, 0, 8, self.FILE, VMGENID_GUID_OFFSET)
-        linker.add_pointer(TABLES_FILE, start + VGIA_TABLE_OFFSET, 4, self.FILE, 0)
-        add_table_checksum(linker, tables, start)
-
-    def add_fw_cfg(self, fw_cfg: FwCfg) -> None:
-        fw_cfg.add_file(self.FILE, self.blob)
-        fw_cfg.add_file(self.ADDR_FILE, self.addr_le, writable=True)
-
-    def reset(self) -> None:
-        self.addr_le[:] = bytes(8)
-
-    @property
-    def address(self) -> int:
-        """The GUID's guest address as written back by firmware (page + 40)."""
-        return _le(self.addr_le)
 
     def set_guid(self, value: str | uuid.UUID, mem: SparseMemory | None = None) -> None:
         """Change the GUID; with ``mem``, also rewrite it in guest RAM like ``vmgenid_update_guest``."""
