@@ -125,10 +125,14 @@ def find_vmcoreinfo(
     if run("acpi"):
         from .acpi_walk import walk_acpi
 
-        full = wanted is not None or not found()
-        f = walk_acpi(mem, rfc_offset=rfc_offset, scan_all=full)
-        if not full:
-            f.evidence.info("scope", "RSDP looked for in the F-segment only (a text was already found)")
+        # The F-segment first (SeaBIOS puts the RSDP there; a cheap look).  All of RAM (OVMF
+        # puts it anywhere) only when asked, or when no RSDP is there and nothing has a text yet.
+        f = walk_acpi(mem, rfc_offset=rfc_offset, scan_all=wanted is not None)
+        if wanted is None and "rsdp" not in f.facts:
+            if found():
+                f.evidence.info("scope", "RSDP looked for in the F-segment only (a text was already found)")
+            else:
+                f = walk_acpi(mem, rfc_offset=rfc_offset, scan_all=True)
         d.findings.append(f)
     if (wanted is not None and "memory-scan" in wanted) or (wanted is None and not found()):
         from .scan import scan

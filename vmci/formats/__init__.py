@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..dump import Dump
 from ..errors import FormatError, UsageError
+from ..layouts.magic import ELF_MAGIC, LIBVIRT_MAGICS, QEVM_MAGIC, is_flattened, is_kdump
 from .source import FileSource
 
 FORMATS = ("auto", "elf", "kdump", "flattened", "raw")
@@ -36,26 +37,34 @@ def open_dump(path: str | os.PathLike[str], *, format: str = "auto", raw_base: i
 
 
 def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
-    from .elf import read_elf
-    from .flattened import FlattenedSource, is_flattened
-    from .kdump import is_kdump, read_kdump
-    from .raw import read_raw
-
+    # readers are imported only for the format at hand: each costs tens of milliseconds
     head = src.read(0, min(src.size, 64))
     if format == "raw":
+        from .raw import read_raw
+
         return read_raw(src, path, raw_base)
-    if head[:4] == b"\x7fELF" and format in ("auto", "elf"):
+    if head[:4] == ELF_MAGIC and format in ("auto", "elf"):
+        from .elf import read_elf
+
         return read_elf(src, path)
     if is_kdump(head) and format in ("auto", "kdump"):
+        from .kdump import read_kdump
+
         return read_kdump(src, path)
     if is_flattened(head) and format in ("auto", "flattened", "kdump", "elf"):
+        from .flattened import FlattenedSource
+
         src.close()
         flat = FlattenedSource(path)
         try:
             inner = flat.read(0, min(flat.size, 64))
             if is_kdump(inner):
+                from .kdump import read_kdump
+
                 dump = read_kdump(flat, path, container="flattened")
-            elif inner[:4] == b"\x7fELF":
+            elif inner[:4] == ELF_MAGIC:
+                from .elf import read_elf
+
                 dump = read_elf(flat, path, container="flattened")
             else:
                 raise FormatError(
@@ -67,11 +76,14 @@ def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
         dump.warnings[:0] = flat.warnings
         dump.facts["flattened_records"] = flat.records
         return dump
-    if head[:4] == b"QEVM" or head[:16] in (b"LibvirtQemudSave", b"LibvirtQemudPart"):
-        from .libvirt import read_libvirt
+    if head[:4] == QEVM_MAGIC:
         from .migration import read_migration
 
-        return read_migration(src, path) if head[:4] == b"QEVM" else read_libvirt(src, path)
+        return read_migration(src, path)
+    if head[:16] in LIBVIRT_MAGICS:
+        from .libvirt import read_libvirt
+
+        return read_libvirt(src, path)
     if format != "auto":
         raise FormatError(f"not a {format} dump", field="magic", offset=0)
     if not src.size:

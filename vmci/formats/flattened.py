@@ -19,21 +19,17 @@ from ..layouts import struct_format
 from ..layouts.flattened import (
     END_FLAG,
     MDF_HEADER_SIZE,
-    MDF_SIGNATURE,
     TYPE_FLAT_HEADER,
     VERSION_FLAT_HEADER,
     build_flat_header,
     flat_header,
     flat_record,
 )
+from ..layouts.magic import is_flattened
 from .source import Buffer, FileSource
 
 _HEAD = struct_format(flat_header)
 _REC = struct_format(flat_record)
-
-
-def is_flattened(head: bytes) -> bool:
-    return head[:16] == MDF_SIGNATURE.ljust(16, b"\0")
 
 
 class FlattenedSource:

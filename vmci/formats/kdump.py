@@ -25,7 +25,6 @@ from ..errors import FormatError, TruncatedError, UnsupportedError
 from ..layouts import struct_format
 from ..layouts.kdump import (
     COMPRESSION_FLAGS,
-    DISKDUMP_SIGNATURE,
     DUMP_DH_COMPRESSED_INCOMPLETE,
     DUMP_DH_COMPRESSED_LZO,
     DUMP_DH_COMPRESSED_SNAPPY,
@@ -38,6 +37,7 @@ from ..layouts.kdump import (
     kdump_layout,
     machine_abi,
 )
+from ..layouts.magic import is_kdump
 from ..memory import Buffer, Extent, PhysicalMemory, Range, ceil_div
 from .source import Source
 
@@ -51,10 +51,6 @@ STATUS_NAMES = {
     DUMP_DH_COMPRESSED_ZSTD: "zstd",
 }
 _RUN_TOKENS = re.compile(rb"\xff+|\x00+|[\x01-\xfe]")
-
-
-def is_kdump(head: bytes) -> bool:
-    return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE)
 
 
 def bit_runs(bitmap: Buffer, nbits: int, lo: int = 0) -> Iterator[tuple[int, int]]:

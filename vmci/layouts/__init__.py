@@ -10,8 +10,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import construct as cs
-
 _INT_CODES = {
     (1, False): "B",
     (1, True): "b",
@@ -26,6 +24,8 @@ _INT_CODES = {
 
 def _code(sub: Any) -> tuple[str, str | None]:
     """struct code and byte order ('<', '>' or None) of one construct field."""
+    import construct as cs
+
     while isinstance(sub, cs.Renamed):
         sub = sub.subcon
     if isinstance(sub, cs.FormatField):
@@ -42,8 +42,10 @@ def _code(sub: Any) -> tuple[str, str | None]:
     raise TypeError(f"no struct code for {sub!r}")
 
 
-def struct_format(decl: cs.Construct) -> struct.Struct:
+def struct_format(decl: Any) -> struct.Struct:
     """A ``struct.Struct`` equivalent to a flat construct ``Struct`` declaration."""
+    import construct as cs
+
     while isinstance(decl, cs.Renamed):
         decl = decl.subcon
     if not isinstance(decl, cs.Struct):
@@ -63,8 +65,10 @@ def struct_format(decl: cs.Construct) -> struct.Struct:
     return fmt
 
 
-def field_names(decl: cs.Construct) -> list[str]:
+def field_names(decl: Any) -> list[str]:
     """Names of the fields of a flat ``Struct`` that carry values (no padding)."""
+    import construct as cs
+
     while isinstance(decl, cs.Renamed):
         decl = decl.subcon
     return [s.name for s in decl.subcons if s.name]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import construct as cs
 
-MDF_SIGNATURE = b"makedumpfile"
+from .magic import MDF_SIGNATURE
+
 MDF_HEADER_SIZE = 4096
 TYPE_FLAT_HEADER = 1
 VERSION_FLAT_HEADER = 1

@@ -13,8 +13,8 @@ from functools import cache
 
 import construct as cs
 
-KDUMP_SIGNATURE = b"KDUMP   "
-DISKDUMP_SIGNATURE = b"DISKDUMP"
+from .magic import DISKDUMP_SIGNATURE as DISKDUMP_SIGNATURE
+from .magic import KDUMP_SIGNATURE as KDUMP_SIGNATURE
 
 DUMP_DH_COMPRESSED_ZLIB = 0x1
 DUMP_DH_COMPRESSED_LZO = 0x2
