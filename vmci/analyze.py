@@ -14,6 +14,7 @@ from .discover.evidence import Candidate
 from .discover.run import Discovery, find_vmcoreinfo
 from .dump import Dump
 from .errors import VmciError
+from .kaslr import KernelSymbols, kaslr_section
 from .report import SCHEMA
 from .vmcoreinfo import VmcoreInfo
 
@@ -88,8 +89,13 @@ def analyze(
     vmgenid_blob: bytes | None = None,
     vmgenid: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    symbols: KernelSymbols | None = None,
 ) -> dict[str, Any]:
-    """Everything ``vmci analyze --json`` prints (see :data:`vmci.report.ANALYZE_SCHEMA`)."""
+    """Everything ``vmci analyze --json`` prints (see :data:`vmci.report.ANALYZE_SCHEMA`).
+
+    ``kaslr`` compares the text's KASLR values with the vCPUs' page tables (:mod:`vmci.kaslr`);
+    ``symbols`` (a System.map/vmlinux) adds exact symbol addresses to that section.
+    """
     disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, strategies=strategies,
                            rfc_offset=rfc_offset, progress=progress)
     checks = run_checks(dump, disc)
@@ -119,11 +125,8 @@ def analyze(
             "warnings": [w.to_dict() for w in text.warnings] if text is not None else [],
             "reason": disc.reason,
         },
-        "kaslr": {
-            "kerneloffset": kv.get("KERNELOFFSET"),
-            "phys_base": kv.get("phys_base"),
-            "method": "vmcoreinfo" if text is not None else None,
-        },
+        "kaslr": kaslr_section(dump, vmcoreinfo=text, source=chosen.source if chosen is not None else None,
+                               symbols=symbols),
         "vmgenid": None,
         "checks": [c.to_dict() for c in checks],
         "status": worst(checks),

@@ -268,12 +268,16 @@ def vmcoreinfo(
     ] = None,
     note: Annotated[bool, typer.Option("--note", help="The whole ELF note, not just the text.")] = False,
     addr_blob: BlobOpt = None,
+    synthesize: Annotated[
+        bool, typer.Option("--synthesize", help="When no text is found, synthesize one from the page tables "
+                           "and the kernel image (marked VMCI_SYNTHESIZED=1; x86_64).")
+    ] = False,
     format: FormatOpt = "auto",
     raw_base: BaseOpt = "0",
 ) -> None:
     """Print the VMCOREINFO text exactly as found (ready for ``drgn --vmcoreinfo``), or the ELF note.
 
-    Exit status: 0 found, 1 not found, 2-5 as for every command.
+    Exit status: 0 found (or synthesized), 1 not found, 2-5 as for every command.
     """
     with _errors():
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
@@ -282,9 +286,16 @@ def vmcoreinfo(
             from .errors import NotFoundError
 
             disc = find_vmcoreinfo(d, addr_blob=blob)
-            if disc.chosen is None or disc.chosen.text is None:
+            if (disc.chosen is None or disc.chosen.text is None) and synthesize:
+                from .synth import synthesize as make
+
+                raw = make(d).text
+                typer.echo("vmci: no VMCOREINFO found; this text is SYNTHESIZED from the page tables",
+                           err=True)
+            elif disc.chosen is None or disc.chosen.text is None:
                 raise NotFoundError(f"no VMCOREINFO in {dump}: {disc.reason}")
-            raw = disc.chosen.text.raw
+            else:
+                raw = disc.chosen.text.raw
         if note:
             from .vmcoreinfo import build_note
 
@@ -336,6 +347,103 @@ def vmgenid(
             raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
                                 else "no VM generation ID")
         typer.echo(f"{found.to_dict()['guid']}")
+
+
+# -- kaslr, drgn ----------------------------------------------------------------------------------
+
+SymbolsOpt = Annotated[
+    Path | None,
+    typer.Option("--system-map", help="A System.map, vmlinux or vmlinuz (bzImage) of the dumped kernel: "
+                 "exact symbol addresses and cross-checks."),
+]
+
+
+@app.command()
+def kaslr(
+    dump: DumpArg,
+    json_out: JsonOpt = False,
+    system_map: SymbolsOpt = None,
+    scan: Annotated[
+        bool, typer.Option("--scan", help="Also run every discovery strategy (memory scan included) to find "
+                           "a VMCOREINFO to compare with; default: the dump's own note / kdump header only.")
+    ] = False,
+    addr_blob: BlobOpt = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also search the image for init_uts_ns and swapper_pg_dir.")
+    ] = False,
+    format: FormatOpt = "auto",
+    raw_base: BaseOpt = "0",
+) -> None:
+    """KERNELOFFSET and phys_base: from the VMCOREINFO and, independently, from the vCPUs' page tables.
+
+    Exit status: 0 when an answer exists and the sources agree, 1 when there is none or they conflict.
+    """
+    with _errors():
+        blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
+        syms = None
+        if system_map is not None:
+            from .kaslr import load_symbols
+
+            syms = load_symbols(system_map)
+        with _open(dump, format, raw_base) as d:
+            from .discover.run import find_vmcoreinfo
+            from .kaslr import kaslr_section
+
+            strategies = None
+            if not scan:
+                strategies = ["elf-note"] + (["kdump-header"] if d.format.startswith("kdump") else [])
+                strategies += ["address-blob"] if blob is not None else []
+            disc = find_vmcoreinfo(d, addr_blob=blob, strategies=strategies)
+            c = disc.chosen
+            result = kaslr_section(d, vmcoreinfo=c.text if c else None, source=c.source if c else None,
+                                   symbols=syms, deep=deep)
+        if json_out:
+            typer.echo(json.dumps({"schema": 1, **result}, indent=2))
+        else:
+            from .render import render_kaslr
+
+            render_kaslr(result)
+        if result["kerneloffset"] is None or result.get("verdict") == "conflict":
+            raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def drgn(
+    dump: DumpArg,
+    exec_code: Annotated[
+        str | None, typer.Option("--exec-code", "-e", help="Run this Python code with drgn's globals "
+                                 "(prog, ...) instead of the REPL.")
+    ] = None,
+    symbols: Annotated[
+        list[Path] | None,
+        typer.Option("--symbols", "-s", help="Load debug info from this file (repeatable)."),
+    ] = None,
+    no_default_symbols: Annotated[
+        bool, typer.Option("--no-default-symbols", help="Do not look for vmlinux and modules by release.")
+    ] = False,
+    vmcoreinfo_file: Annotated[
+        Path | None, typer.Option("--vmcoreinfo", help="Use this VMCOREINFO text instead of discovering it.")
+    ] = None,
+    addr_blob: BlobOpt = None,
+    no_synthesize: Annotated[
+        bool, typer.Option("--no-synthesize", help="Fail instead of synthesizing a VMCOREINFO.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No vmci banner line.")] = False,
+    format: FormatOpt = "auto",
+    raw_base: BaseOpt = "0",
+) -> None:
+    """Open drgn's REPL on DUMP with the VMCOREINFO vmci found (or synthesized), for dumps drgn refuses alone.
+
+    Also for QEMU kdump (platform passed) and flattened files.  Needs drgn (pip install 'vmci[drgn]').
+    """
+    with _errors():
+        from .drgn import run_interactive
+
+        blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
+        run_interactive(dump, exec_code=exec_code, quiet=quiet, vmcoreinfo=vmcoreinfo_file, addr_blob=blob,
+                        synthesize=not no_synthesize, debug_info=symbols or (),
+                        default_debug_info=not no_default_symbols, format=format,
+                        raw_base=parse_int(raw_base, "--raw-base"))
 
 
 def main() -> None:

@@ -114,6 +114,8 @@ def render_analysis(r: dict[str, Any]) -> None:
             c.print(f"  {key:13s} {escape(shown)}")
     else:
         c.print(f"[bold red]VMCOREINFO not found[/]: {escape(v['reason'])}")
+    if r["kaslr"].get("verdict") is not None:
+        render_kaslr(r["kaslr"], c)
     if r.get("vmgenid"):
         g = r["vmgenid"]
         c.print(f"[bold]VM generation ID[/] {g['guid']} (GUID{_addr(g['paddr'])}, via {g['source']})")
@@ -123,3 +125,35 @@ def render_analysis(r: dict[str, Any]) -> None:
         c.print(f"  [{style}]{ch['status']:4s}[/] {escape(ch['name'])}: {escape(ch['detail'])}")
     style = _STATUS_STYLE[r["status"]]
     c.print(f"Result: [{style}]{r['status']}[/]")
+
+
+def _signed(v: int | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:#x}" if v >= 0 else f"-{-v:#x} ({v})"
+
+
+def render_kaslr(k: dict[str, Any], c: Console | None = None) -> None:
+    """``vmci kaslr``: the answer, the two sources, the evidence."""
+    from rich.markup import escape
+
+    c = c or _console()
+    styles = {"agree": "green", "conflict": "bold red", "none": "red"}
+    style = styles.get(k.get("verdict") or "none", "yellow")
+    c.print(f"[bold]KASLR[/] KERNELOFFSET {_signed(k['kerneloffset'])}, phys_base {_signed(k['phys_base'])} "
+            f"(method {k['method']}, verdict [{style}]{k.get('verdict')}[/])")
+    v, pt = k.get("vmcoreinfo"), k.get("page_tables")
+    if v:
+        mark = " [yellow](SYNTHESIZED)[/]" if v.get("synthesized") else ""
+        c.print(f"  VMCOREINFO ({escape(str(v.get('source')))}){mark}: "
+                f"KERNELOFFSET {_signed(v['kerneloffset'])}, phys_base {_signed(v['phys_base'])}")
+    if pt:
+        c.print(f"  page tables: KERNELOFFSET {_signed(pt['kerneloffset'])}, "
+                f"phys_base {_signed(pt['phys_base'])}; _text {pt['text_va']:#x} -> {pt['text_pa']:#x}, "
+                f"{'5' if pt['la57'] else '4'}-level")
+    elif k.get("page_tables_error"):
+        c.print(f"  page tables: {escape(k['page_tables_error'])}")
+    for e in k.get("evidence", []):
+        c.print(f"    {_VERDICT_MARK[e['verdict']]} {escape(e['action'])}: {escape(e['detail'])}")
+    for w in k.get("warnings", []):
+        c.print(f"  [yellow]warning:[/] {escape(w)}")

@@ -86,7 +86,25 @@ ANALYZE_SCHEMA: dict[str, Any] = {
         "kaslr": {
             "type": "object",
             "required": ["kerneloffset", "phys_base", "method"],
-            "properties": {"kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "method": _OPT_STR},
+            "properties": {
+                "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "method": _OPT_STR,
+                # present when a vCPU had paging on (vmci.kaslr.KaslrReport)
+                "verdict": {"enum": ["agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none"]},
+                "vmcoreinfo": {"type": ["object", "null"], "properties": {
+                    "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "synthesized": {"type": "boolean"}}},
+                "page_tables": {
+                    "type": ["object", "null"], "required": ["kerneloffset", "phys_base", "method"],
+                    "properties": {"kerneloffset": _INT, "phys_base": _INT, "method": _OPT_STR,
+                                   "text_va": _INT, "text_pa": _INT, "la57": {"type": "boolean"}}},
+                "page_tables_error": _OPT_STR,
+                "symbols": {"type": ["object", "null"]},
+                "corroboration": {"type": "object"},
+                "evidence": {"type": "array", "items": {
+                    "type": "object", "required": ["action", "detail", "verdict"],
+                    "properties": {"action": {"type": "string"}, "paddr": _OPT_INT,
+                                   "detail": {"type": "string"}, "verdict": _VERDICT}}},
+                "warnings": {"type": "array", "items": {"type": "string"}},
+            },
         },
         "vmgenid": {
             "type": ["object", "null"],
