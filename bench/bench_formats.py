@@ -53,7 +53,8 @@ for addr in range(0, int(sys.argv[2]), 4096):
     except Exception:
         pass
 dt = time.perf_counter() - t0
-print(json.dumps({"read_s": dt, "bytes": n, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"read_s": dt, "bytes": n, "rss_mib": rss}))
 """
 
 
@@ -65,7 +66,7 @@ def synthetic(tmp: Path, size: int) -> tuple[Path, Path]:
 
     mem = SparseMemory([Range(0, 0xA0000), Range(0x100000, size - 0x100000)])
     rnd = random.Random(0)
-    words = [w.encode() for w in "the kernel page table vmcoreinfo note struct task memory".split()]
+    words = [w.encode() for w in ("the", "kernel", "page", "table", "vmcoreinfo", "note", "task", "memory")]
     for pfn in range(0x100, size // 4096):
         kind = pfn % 3
         if kind == 0:
@@ -77,8 +78,13 @@ def synthetic(tmp: Path, size: int) -> tuple[Path, Path]:
     with elf.open("wb") as f:
         write_elf(f, mem, notes)
     with kdump.open("wb") as f:
-        write_kdump(f, mem, notes, compression="zlib",
-                    utsname={"sysname": "Linux", "release": "6.1.0", "version": "#1", "machine": "x86_64"})
+        write_kdump(
+            f,
+            mem,
+            notes,
+            compression="zlib",
+            utsname={"sysname": "Linux", "release": "6.1.0", "version": "#1", "machine": "x86_64"},
+        )
     return elf, kdump
 
 
@@ -102,17 +108,25 @@ def main() -> None:
             print(f"wrote synthetic guest in {time.perf_counter() - t:.1f} s")
         for path in (elf, kdump):
             subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-        for label, path, mode in (("ELF pages()", elf, "pages"), ("ELF chunks()+find", elf, "chunks"),
-                                  ("kdump-zlib pages()", kdump, "pages")):
+        for label, path, mode in (
+            ("ELF pages()", elf, "pages"),
+            ("ELF chunks()+find", elf, "chunks"),
+            ("kdump-zlib pages()", kdump, "pages"),
+        ):
             r = run(VMCI_READ, str(path), mode)
             gbs = r["bytes"] / r["read_s"] / 1e9
-            print(f"vmci {label:20s} {r['bytes'] >> 20:5d} MiB in {r['read_s']:.3f} s = {gbs:6.2f} GB/s, "
-                  f"open {r['open_s'] * 1000:.1f} ms, peak RSS {r['rss_mib']:.0f} MiB  ({os.path.getsize(path) >> 20} MiB file)")
+            print(
+                f"vmci {label:20s} {r['bytes'] >> 20:5d} MiB in {r['read_s']:.3f} s = {gbs:6.2f} GB/s, "
+                f"open {r['open_s'] * 1000:.1f} ms, peak RSS {r['rss_mib']:.0f} MiB  "
+                f"({os.path.getsize(path) >> 20} MiB file)"
+            )
         if Path("/usr/bin/python3").exists():
             try:
                 r = run(LIBKDUMPFILE_READ, str(kdump), str(args.size_mib << 20), python="/usr/bin/python3")
-                print(f"libkdumpfile kdump-zlib read          {r['bytes'] >> 20:5d} MiB in {r['read_s']:.3f} s = "
-                      f"{r['bytes'] / r['read_s'] / 1e9:6.2f} GB/s, peak RSS {r['rss_mib']:.0f} MiB")
+                print(
+                    f"libkdumpfile kdump-zlib read  {r['bytes'] >> 20:5d} MiB in {r['read_s']:.3f} s = "
+                    f"{r['bytes'] / r['read_s'] / 1e9:6.2f} GB/s, peak RSS {r['rss_mib']:.0f} MiB"
+                )
             except subprocess.CalledProcessError as e:
                 print("libkdumpfile not available:", e.stderr.strip().splitlines()[-1])
 

@@ -143,5 +143,7 @@ def _vmgenid(dump: Dump, disc: Discovery, blob: bytes | None) -> dict[str, Any] 
 
     acpi = disc.finding("acpi")
     rsdp = acpi.facts.get("rsdp") if acpi is not None else None
+    if blob is None:  # a migration stream holds QEMU's etc/vmgenid_addr
+        blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
     found = find_vmgenid(dump.memory, addr_blob=blob, scan_all=False, rsdp_address=rsdp)
     return found.to_dict() if found.found else None

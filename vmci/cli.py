@@ -115,7 +115,7 @@ def read(
     format: FormatOpt = "auto",
     raw_base: BaseOpt = "0",
 ) -> None:
-    """Read physical memory, like crash's ``rd -p``: raw bytes to stdout, or ``--hex``."""
+    """Read physical memory, like crash's 'rd -p': raw bytes to stdout, or a hex dump (--hex)."""
     with _errors():
         addr = parse_int(paddr, "PADDR")
         n = parse_int(length, "LENGTH")
@@ -334,6 +334,8 @@ def vmgenid(
             from .errors import NotFoundError
             from .vmgenid import find_vmgenid
 
+            if blob is None:  # a migration stream holds QEMU's etc/vmgenid_addr
+                blob = (d.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
             found = find_vmgenid(d.memory, addr_blob=blob)
         if json_out:
             typer.echo(json.dumps({"schema": 1, **found.to_dict(),
@@ -347,6 +349,13 @@ def vmgenid(
             raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
                                 else "no VM generation ID")
         typer.echo(f"{found.to_dict()['guid']}")
+
+
+# -- generate --------------------------------------------------------------------------------------
+
+from .generate_cli import generate as _generate  # noqa: E402 - typer-only module, heavy imports inside
+
+app.command("generate")(_generate)
 
 
 # -- kaslr, drgn ----------------------------------------------------------------------------------
