@@ -37,10 +37,11 @@ from ..layouts.elf import (
     SHT_STRTAB,
     elf_layout,
 )
-from ..memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, is_zero, merge_ranges
+from ..memory import Buffer, Extent, PhysicalMemory, Range, is_zero, merge_ranges
 from .notes import cpus_from, decode_notes
 from .source import Source
 
+EXCLUDED_TAIL = "excluded (in p_memsz beyond p_filesz: the dump tool left it out)"
 MAX_PHYS = 1 << 52  # x86_64 and arm64 physical address width limit
 EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
 
@@ -121,7 +122,10 @@ class ElfMemory(PhysicalMemory):
             if max(lo, data_end) < file_end:
                 pieces.append(_Piece(max(lo, data_end), file_end - max(lo, data_end), -1, "truncated"))
             if max(lo, file_end) < hi:
-                pieces.append(_Piece(max(lo, file_end), hi - max(lo, file_end), -1, None))  # p_memsz tail
+                # The ELF spec zero-fills p_memsz beyond p_filesz, and crash does; but every dump
+                # writer uses it for pages it left out (makedumpfile -E: filtered pages), so they
+                # read as excluded unless the caller asks for zeros.
+                pieces.append(_Piece(max(lo, file_end), hi - max(lo, file_end), -1, EXCLUDED_TAIL))
         if truncated:
             warnings.append(
                 f"the file ends early: {truncated:#x} bytes of memory are missing (truncated dump)"
@@ -141,9 +145,6 @@ class ElfMemory(PhysicalMemory):
         take = min(limit, p.start + p.size - paddr)
         if p.missing is not None:
             return Extent(None, take, p.missing)
-        if p.file_off < 0:  # p_memsz beyond p_filesz reads as zeros
-            take = min(take, len(ZEROS))
-            return Extent(ZEROS[:take], take)
         return Extent(self.src.view(p.file_off + paddr - p.start, take), take)
 
     def chunks(
