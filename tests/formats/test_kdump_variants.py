@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -133,3 +134,16 @@ def test_incomplete_dump_flag_and_empty_descriptors(tmp_path, mem):
         assert len(bad) == 10
         with pytest.raises(ExcludedPageError, match="incomplete"):
             d.memory.read(bad[0], 1)
+
+
+def test_chunks_join_pages_and_respect_bounds(tmp_path, mem):
+    path = write(tmp_path / "chunks", mem, utsname=FULL_UTSNAME)
+    with open_dump(path) as d:
+        for lo, hi in ((0, None), (0x1003, 0x5007), (0x9FF00, 0x100100), (0x100000 + 17, 0x300000 - 5)):
+            got = list(d.memory.chunks(lo, hi, max_size=1 << 16))
+            want = list(mem.chunks(lo, hi))
+            assert b"".join(bytes(b) for _, b in got) == b"".join(bytes(b) for _, b in want)
+            assert got[0][0] == want[0][0]
+            assert all(len(b) <= 1 << 16 for _, b in got)
+            for (a, b), (c, _) in itertools.pairwise(got):
+                assert a + len(b) <= c

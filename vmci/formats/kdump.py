@@ -398,6 +398,27 @@ class KdumpMemory(PhysicalMemory):
             return Extent(None, take, page)
         return Extent(memoryview(page)[off : off + take], take)
 
+    def chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        # Pages come through the sequential descriptor path and are joined into runs: a scan
+        # then sees a few large buffers instead of one call per page.
+        bs = self.page_size
+        buf = bytearray()
+        run = -1
+        first = start // bs * bs
+        for addr, page in self.pages(first, None if end is None else -(-end // bs) * bs):
+            lo = max(start - addr, 0)
+            hi = bs if end is None else min(bs, end - addr)
+            if buf and (addr + lo != run + len(buf) or len(buf) + bs > max_size):
+                yield run, buf
+                buf = bytearray()
+            if not buf:
+                run = addr + lo
+            buf += page if (lo, hi) == (0, bs) else memoryview(page)[lo:hi]
+        if buf:
+            yield run, buf
+
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         bs = self.page_size
         lo = max(-(-start // bs), self.info.start_pfn)
