@@ -496,8 +496,9 @@ def _corroborate(rep: KaslrReport, memory: PhysicalMemory, res: KaslrResult, vi:
     release = co["banner"].get("release")
     # init_uts_ns.name.release
     uts = None
-    if vi is not None and vi.symbol("init_uts_ns") is not None:
-        uts = vi.symbol("init_uts_ns") + (vi.offset("uts_namespace", "name") or 0)
+    uts_sym = vi.symbol("init_uts_ns") if vi is not None else None
+    if vi is not None and uts_sym is not None:
+        uts = uts_sym + (vi.offset("uts_namespace", "name") or 0)
         if vi.get("VMCI_SYNTHESIZED") == "1":
             uts = None  # our own guess, not evidence
     elif symbols is not None and "init_uts_ns" in symbols.symbols:

@@ -349,7 +349,8 @@ def _one_cpu(memory: PhysicalMemory, cpu: CpuState, mask: int, pti: bool | None,
         else:
             if not present:
                 out.idt_handler = None
-        if out.idt_handler is not None and out.text_va is not None and out.text_end is not None:
+        if (out.idt_handler is not None and out.text_va is not None and out.text_end is not None
+                and out.phys_base is not None):
             out.idt_handler_in_text = out.text_va <= out.idt_handler < out.text_end
             try:
                 hpa = translate(memory, out.root, out.idt_handler, out.la57, mask)
@@ -417,9 +418,12 @@ def kaslr_from_page_tables(
         reasons = "; ".join(f"cpu {c.cpu}: {c.skipped or 'no kernel text mapping'}" for c in per_cpu)
         raise NotFoundError(f"no kernel text mapping in the vCPUs' page tables ({reasons or 'no vCPUs'})")
     votes = Counter((c.kerneloffset, c.phys_base) for c in found)
-    (koff, pbase), _ = votes.most_common(1)[0]
-    best = next(c for c in found if (c.kerneloffset, c.phys_base) == (koff, pbase))
+    top, _ = votes.most_common(1)[0]
+    best = next(c for c in found if (c.kerneloffset, c.phys_base) == top)
+    # every vCPU in ``found`` has its offset, phys_base and text mapping set
+    assert best.kerneloffset is not None and best.phys_base is not None
     assert best.text_va is not None and best.text_pa is not None and best.root is not None
+    koff, pbase = best.kerneloffset, best.phys_base
     res = KaslrResult(
         kerneloffset=koff, phys_base=pbase, method=method, text_va=best.text_va, text_pa=best.text_pa,
         text_end=best.text_end or best.text_va, la57=best.la57, root=best.root, agree=len(votes) == 1,

@@ -302,9 +302,9 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
         finding.evidence.info("data page", f"page starting {release!r} matches no note", p)
     if not finding.candidates:
         for p in orphans:
-            c = _text_page_candidate(mem, p)
-            if c is not None:
-                finding.candidates.append(c)
+            orphan = _text_page_candidate(mem, p)
+            if orphan is not None:
+                finding.candidates.append(orphan)
 
 
 def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:

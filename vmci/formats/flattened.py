@@ -94,10 +94,10 @@ class FlattenedSource:
         order = sorted(range(len(dest)), key=dest.__getitem__)
         overlap = any(dest[a] + size[a] > dest[b] for a, b in itertools.pairwise(order))
         if overlap:
-            order = self._resolve(dest, size, src)
-            self._dest = array("q", (o[0] for o in order))
-            self._size = array("q", (o[1] for o in order))
-            self._src = array("q", (o[2] for o in order))
+            runs = self._resolve(dest, size, src)
+            self._dest = array("q", (r[0] for r in runs))
+            self._size = array("q", (r[1] for r in runs))
+            self._src = array("q", (r[2] for r in runs))
         else:
             self._dest = array("q", (dest[i] for i in order))
             self._size = array("q", (size[i] for i in order))

@@ -32,7 +32,7 @@ RFC_OFFSET_V2 = 36  # later RFC revision: exactly sizeof(ACPI SDT header)
 VMGENID_GUID_OFFSET = 40
 
 
-class CName(cs.Adapter):  # type: ignore[misc]
+class CName(cs.Adapter):
     """A NUL-terminated name in a fixed ``size``-byte field (fw_cfg and linker file names).
 
     Parsing stops at the first NUL like the C consumers do; building refuses names that leave

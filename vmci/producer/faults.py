@@ -98,6 +98,7 @@ def wrong_note_type(g: Guest) -> str:
 def stale_note(g: Guest) -> str:
     if g.crashkernel is None:
         raise UsageError("fault stale-note needs a crashkernel reservation")
+    assert g.kernel is not None  # guest-kernel faults run after the kernel is laid out
     base = g.crashkernel.start
     capture = capture_kernel(g.kernel, base)
     image_end = base + g.image["image_size"]

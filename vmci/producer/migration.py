@@ -224,8 +224,8 @@ def write_migration(
     for name, data in (roms or {}).items():
         blocks[name] = bytes(data) + bytes(-len(data) % ps)
     sizes = {name: ram_size if data is None else len(data) for name, data in blocks.items()}
-    stale = dict(stale or {})
-    for addr, data in stale.items():
+    stale_pages: dict[int, bytes] = dict(stale or {})
+    for addr, data in stale_pages.items():
         if addr % ps or len(data) != ps or not memory.contains(addr, ps):
             raise UsageError(f"stale page at {addr:#x} must be one whole page of guest RAM")
     w = _StreamWriter(out, footers)
@@ -258,7 +258,7 @@ def write_migration(
         data = blocks[name]
         if data is None:
             addr = gpa(offset)
-            old = stale.get(addr)
+            old = stale_pages.get(addr)
             return old if old is not None else memory.read(addr, ps)
         return data[offset : offset + ps]
 
@@ -283,10 +283,10 @@ def write_migration(
     w.record(0, RAM_SAVE_FLAG_EOS)
     w.footer(sid)
     # iteration 2: the stale pages again, now with the guest's content
-    if stale:
+    if stale_pages:
         w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_PART, "section_id": sid}))
-        offsets = sorted(a if a < 4 * GIB else a - 4 * GIB + below for a in stale)
-        stale = {}
+        offsets = sorted(a if a < 4 * GIB else a - 4 * GIB + below for a in stale_pages)
+        stale_pages.clear()
         send("pc.ram", iter(offsets))
         w.record(0, RAM_SAVE_FLAG_EOS)
         w.footer(sid)

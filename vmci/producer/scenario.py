@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -66,7 +67,7 @@ from .devices import (
 from .firmware import Firmware, FirmwareResult
 from .fwcfg import FwCfg, dma_write_file
 from .guest import GuestLayout, build_memory, guest_layout
-from .linux import DEFAULT_LINK, PHYSICAL_START, KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from .linux import DEFAULT_LINK, PHYSICAL_START, KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo, profile
 from .pagetables import KernelTables, build_kernel_page_tables
 
 FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
@@ -160,11 +161,11 @@ class Scenario:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ModuleNotFoundError:  # Python 3.10
+        else:
             try:
-                import tomli as tomllib  # type: ignore[no-redef]
+                import tomli as tomllib
             except ModuleNotFoundError:
                 raise UsageError("reading TOML needs Python 3.11 or the tomli package") from None
         try:
@@ -241,7 +242,7 @@ class Guest:
     fw_cfg: FwCfg | None = None
     acpi: AcpiBuild | None = None
     firmware: FirmwareResult | None = None
-    kernel: KernelLayout | None = None  # type: ignore[assignment]
+    kernel: KernelLayout | None = None  # set by the guest-Linux step of build()
     image: dict[str, int] = field(default_factory=dict)
     tables: KernelTables | None = None
     placed: PlacedVmcoreinfo = None  # type: ignore[assignment]
@@ -307,9 +308,10 @@ def build(s: Scenario) -> Guest:
     top = layout.below_4g if s.firmware == "seabios" else max(layout.below_4g - MB2, PAGE_SIZE)
     fw = Firmware(g.mem, g.fw_cfg, flavor=s.firmware, high_top=top)
     g.firmware = fw.run()
+    rsdp = g.firmware.rsdp_address
     lowest = min([a.address for a in g.firmware.allocations.values() if a.address >= 0x100000]
                  + [a for _, a in g.firmware.installed]
-                 + ([g.firmware.rsdp_address] if (g.firmware.rsdp_address or 0) >= 0x100000 else [])
+                 + ([rsdp] if rsdp is not None and rsdp >= 0x100000 else [])
                  + [layout.below_4g])
     alloc = PageAllocator(layout.ram_ranges(), rng)
     alloc.reserve(Range(0, 0x100000))  # real-mode area, BIOS data, F-segment
@@ -346,9 +348,9 @@ def _boot_linux(g: Guest, alloc: PageAllocator) -> None:
     pool_size = 0x100000
     pool = Range(alloc.take(pool_size, PAGE_SIZE, what="page-table pool"), pool_size)
     mem_section = alloc.take(PAGE_SIZE, what="mem_section")
-    kernel = g.kernel = KernelLayout(profile=s.kernel, osrelease=s.osrelease, seed=s.seed, kaslr_offset=kaslr,
-                                     phys_base=phys_base, pgtable_l5=s.la57, symbols=symbols,
-                                     mem_section_paddr=mem_section)
+    kernel = g.kernel = KernelLayout(profile=profile(s.kernel), osrelease=s.osrelease, seed=s.seed,
+                                     kaslr_offset=kaslr, phys_base=phys_base, pgtable_l5=s.la57,
+                                     symbols=symbols, mem_section_paddr=mem_section)
     pgd_offset = kernel.link("swapper_pg_dir") - DEFAULT_TEXT
     g.tables = build_kernel_page_tables(
         g.mem, pool, kaslr_offset=kaslr, phys_base=phys_base, la57=s.la57, image_size=image["image_size"],
@@ -511,7 +513,7 @@ def expected_findings(g: Guest, fmt: str, dump: dict[str, Any]) -> dict[str, dic
 
 def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> dict[str, Any]:
     s, k, t, fw = g.scenario, g.kernel, g.tables, g.firmware
-    assert t is not None and fw is not None and g.acpi is not None and g.banner is not None
+    assert k is not None and t is not None and fw is not None and g.acpi is not None and g.banner is not None
     placed = g.placed
     rsdp, _ = reader.find_rsdp(g.mem)
     tables: dict[str, int] = {}
