@@ -395,17 +395,10 @@ def kaslr(
 
             syms = load_symbols(system_map)
         with _open(dump, format, raw_base) as d:
-            from .discover.run import find_vmcoreinfo
-            from .kaslr import kaslr_section
+            from .kaslr import kaslr_section, vmcoreinfo_for_kaslr
 
-            strategies = None
-            if not scan:
-                strategies = ["elf-note"] + (["kdump-header"] if d.format.startswith("kdump") else [])
-                strategies += ["address-blob"] if blob is not None else []
-            disc = find_vmcoreinfo(d, addr_blob=blob, strategies=strategies)
-            c = disc.chosen
-            result = kaslr_section(d, vmcoreinfo=c.text if c else None, source=c.source if c else None,
-                                   symbols=syms, deep=deep)
+            text, source = vmcoreinfo_for_kaslr(d, scan=scan, addr_blob=blob)
+            result = kaslr_section(d, vmcoreinfo=text, source=source, symbols=syms, deep=deep)
         if json_out:
             typer.echo(json.dumps({"schema": 1, **result}, indent=2))
         else:

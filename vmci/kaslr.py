@@ -368,20 +368,30 @@ def kaslr_report(
     return rep
 
 
-def kaslr_for_dump(dump: Dump, *, scan: bool = False, addr_blob: bytes | None = None,
-                   symbols: KernelSymbols | None = None, deep: bool = False) -> KaslrReport:
-    """:func:`kaslr_report` with the VMCOREINFO vmci finds: the dump's own note / kdump header (and
-    the address blob when given); ``scan=True`` runs every discovery strategy, memory scan included."""
+def vmcoreinfo_for_kaslr(dump: Dump, *, scan: bool = False,
+                         addr_blob: bytes | None = None) -> tuple[VmcoreInfo | None, str | None]:
+    """The VMCOREINFO to compare the page tables with, and its source: the dump's own note / kdump
+    header, the address blob when given, and a migration stream's saved device state;
+    ``scan=True`` runs every discovery strategy, memory scan included."""
     from .discover.run import find_vmcoreinfo
 
     strategies = None
     if not scan:
+        saved = dump.facts.get("saved_state") or {}  # a migration stream's device state
         strategies = ["elf-note"] + (["kdump-header"] if dump.format.startswith("kdump") else [])
-        strategies += ["address-blob"] if addr_blob is not None else []
-    disc = find_vmcoreinfo(dump, addr_blob=addr_blob, strategies=strategies)
-    chosen = disc.chosen
-    return kaslr_report(dump, vmcoreinfo=chosen.text if chosen else None,
-                        vmcoreinfo_source=chosen.source if chosen else None, symbols=symbols, deep=deep)
+        if addr_blob is not None or saved.get("vmcoreinfo_addr_blob") is not None:
+            strategies.append("address-blob")
+        if saved.get("fw_cfg_vmcoreinfo_record") is not None:
+            strategies.append("fw-cfg-record")
+    chosen = find_vmcoreinfo(dump, addr_blob=addr_blob, strategies=strategies).chosen
+    return (chosen.text, chosen.source) if chosen else (None, None)
+
+
+def kaslr_for_dump(dump: Dump, *, scan: bool = False, addr_blob: bytes | None = None,
+                   symbols: KernelSymbols | None = None, deep: bool = False) -> KaslrReport:
+    """:func:`kaslr_report` with the VMCOREINFO of :func:`vmcoreinfo_for_kaslr`."""
+    text, source = vmcoreinfo_for_kaslr(dump, scan=scan, addr_blob=addr_blob)
+    return kaslr_report(dump, vmcoreinfo=text, vmcoreinfo_source=source, symbols=symbols, deep=deep)
 
 
 def kaslr_section(dump: Dump, *, vmcoreinfo: VmcoreInfo | None, source: str | None,
