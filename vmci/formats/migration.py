@@ -12,7 +12,8 @@ other blocks (ACPI ROM blobs, option ROMs) are only available by name through
 Device sections are skipped using the JSON VM description QEMU appends after ``QEMU_VM_EOF``
 (field sizes), checked by the section footers; without a description the footer is searched for.
 ``vmcoreinfo`` (upstream 17-byte record or RFC 8-byte address blob) and ``vmgenid`` (8-byte
-address blob) are decoded into ``facts["devices"]`` and ``facts["saved_state"]``.
+address blob) are decoded into ``facts["devices"]`` and ``facts["saved_state"]``; the ``cpu``
+sections give ``Dump.cpus`` (:mod:`.migration_cpu`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class RamBlock:
 
     name: str
     size: int
-    index: array  # type: ignore[type-arg]
+    index: array
     npages: int
 
     def counts(self) -> tuple[int, int, int]:
@@ -508,7 +509,7 @@ class _Walker:
 
     def _scan_footer(self, sid: int, pos: int, idstr: str) -> int:
         pattern = re.compile(re.escape(bytes([QEMU_VM_SECTION_FOOTER]) + _U32.pack(sid)))
-        for m in pattern.finditer(self.buf, pos):  # type: ignore[call-overload]
+        for m in pattern.finditer(self.buf, pos):
             if self._plausible_next(m.start() + 5):
                 return m.start()
         self.need(self.end, 1, f"section {idstr!r}")  # ran to the end: the stream is cut short
@@ -635,15 +636,16 @@ class _Walker:
         except (ValueError, UnicodeDecodeError) as e:
             self.out.warnings.append(f"the VM description at offset {self.base + at:#x} is not JSON: {e}")
             return
-        if not isinstance(desc, dict):
+        if not isinstance(desc, dict) or not isinstance(desc.get("devices", []), list):
+            self.out.warnings.append(f"the VM description at offset {self.base + at:#x} has no device list")
             return
         self.out.vmdesc = desc
         self.out.vmdesc_offset = self.base + head
         if isinstance(desc.get("page_size"), int) and desc["page_size"] in (1 << b for b in range(9, 17)):
             self.out.page_size = desc["page_size"]
         for dev in desc.get("devices", ()):
-            if isinstance(dev, dict) and "name" in dev:
-                self.descs[(str(dev["name"]), int(dev.get("instance_id", 0)))] = dev
+            if isinstance(dev, dict) and "name" in dev and isinstance(dev.get("instance_id", 0), int):
+                self.descs[(str(dev["name"]), dev.get("instance_id", 0))] = dev
 
 
 def _sub_desc(desc: Any, name: str) -> dict[str, Any] | None:
@@ -830,8 +832,11 @@ def layout_memory(src: Source, stream: StreamIndex) -> tuple[MigrationMemory, di
 
 def read_migration(src: Source, path: Path, *, start: int = 0, container: str = "") -> Dump:
     """Open the QEMU migration stream at offset ``start`` of ``src``."""
+    from .migration_cpu import cpus_from_stream  # imports this module
+
     stream = index_stream(src, start)
     memory, facts, warnings = layout_memory(src, stream)
+    cpus, cpu_warnings = cpus_from_stream(src, stream)
     facts = {
         "stream_version": stream.version,
         "machine": stream.machine,
@@ -860,7 +865,8 @@ def read_migration(src: Source, path: Path, *, start: int = 0, container: str = 
         + (f" in a {container}" if container else ""),
         memory=memory,
         arch="x86_64" if family in ("pc", "q35") else "unknown",
+        cpus=cpus,
         facts=facts,
-        warnings=stream.warnings + warnings,
+        warnings=stream.warnings + warnings + cpu_warnings,
         _closers=[src],
     )
