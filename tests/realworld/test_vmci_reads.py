@@ -100,13 +100,18 @@ def test_physical_pages_agree_across_formats(scenario: RealGuest, open_real: Ope
     dumps = {kind: open_real(scenario, kind) for kind in KINDS}
     pages = sample_pages(scenario)
     assert len(pages) >= 10
-    nonzero = 0
+    nonzero = paged = 0
     for paddr in pages:
-        data = {kind: d.memory.read(paddr, PAGE) for kind, d in dumps.items()}
-        assert data["elf"] == data["elf_paging"], f"page {paddr:#x}: ELF vs paging ELF"
+        data = {kind: d.memory.read(paddr, PAGE) for kind, d in dumps.items() if kind != "elf_paging"}
         assert data["elf"] == data["kdump_zlib"], f"page {paddr:#x}: ELF vs kdump-zlib"
+        # A paging dump's PT_LOADs describe virtual mappings; a page that no mapping backs
+        # (QEMU clamps p_filesz at the end of a RAM block) is reported missing, never wrong.
+        if dumps["elf_paging"].memory.readable(paddr, PAGE):
+            assert dumps["elf_paging"].memory.read(paddr, PAGE) == data["elf"], f"page {paddr:#x}: paging ELF"
+            paged += 1
         nonzero += any(data["elf"])
     assert nonzero >= 8  # the comparison is not of zero pages only
+    assert paged >= len(pages) // 2
 
 
 def test_reassembled_kdump_reads_like_the_flattened_one(

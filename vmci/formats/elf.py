@@ -82,6 +82,42 @@ class _Piece:
     missing: str | None  # None: readable ("zero" pieces read as zeros)
 
 
+def _union(pieces: list[_Piece]) -> list[_Piece]:
+    """Disjoint pieces, sorted; where pieces overlap the earlier-starting (then longer) one wins."""
+    out: list[_Piece] = []
+    cover = -1
+    for p in sorted(pieces, key=lambda p: (p.start, -p.size)):
+        lo, hi = max(p.start, cover), p.start + p.size
+        if hi <= lo:
+            continue
+        shift = lo - p.start
+        out.append(_Piece(lo, hi - lo, p.file_off + shift if p.file_off >= 0 else -1, p.missing))
+        cover = hi
+    return out
+
+
+def _subtract(pieces: list[_Piece], taken: list[_Piece]) -> list[_Piece]:
+    """The parts of ``pieces`` (disjoint, sorted) outside ``taken`` (disjoint, sorted)."""
+    out: list[_Piece] = []
+    j = 0
+    for p in pieces:
+        pos, end = p.start, p.start + p.size
+        while j < len(taken) and taken[j].start + taken[j].size <= pos:
+            j += 1
+        k = j
+        while pos < end:
+            if k < len(taken) and taken[k].start < end:
+                t = taken[k]
+                if t.start > pos:
+                    out.append(_Piece(pos, t.start - pos, -1, p.missing))
+                pos = max(pos, t.start + t.size)
+                k += 1
+            else:
+                out.append(_Piece(pos, end - pos, -1, p.missing))
+                pos = end
+    return out
+
+
 class ElfMemory(PhysicalMemory):
     """Physical memory of an ELF core: the union of its PT_LOADs, by ``p_paddr``."""
 
@@ -93,43 +129,45 @@ class ElfMemory(PhysicalMemory):
 
     @classmethod
     def from_segments(cls, src: Source, segs: list[tuple[int, int, int, int]]) -> tuple[ElfMemory, list[str]]:
-        """``segs``: (paddr, memsz, offset, filesz) of each PT_LOAD; first one wins on overlap."""
+        """``segs``: (paddr, memsz, offset, filesz) of each PT_LOAD.
+
+        Bytes the file holds win over bytes a segment only describes: a paging dump maps one
+        physical page through many segments, and a segment's p_memsz tail (or p_offset -1) may
+        cover a page that another segment backs.  Among backing segments the first one wins.
+        """
         warnings: list[str] = []
-        pieces: list[_Piece] = []
-        cover = -1
+        data: list[_Piece] = []
+        missing: list[_Piece] = []
         truncated = 0
-        for paddr, memsz, off, filesz in sorted(segs, key=lambda s: (s[0], -s[1])):
+        for paddr, memsz, off, filesz in segs:
             if paddr + memsz > MAX_PHYS:  # no CPU addresses this: a corrupt p_paddr/p_memsz
                 warnings.append(
                     f"PT_LOAD at {paddr:#x} (+{memsz:#x}) is beyond any physical address; clipped"
                 )
                 memsz = max(0, MAX_PHYS - paddr)
-            lo, hi = max(paddr, cover), paddr + memsz
-            if hi <= lo:
+            if memsz <= 0:
                 continue
-            cover = hi
-            unbacked = off in ((1 << 64) - 1, (1 << 32) - 1)
-            if unbacked:
-                pieces.append(_Piece(lo, hi - lo, -1, "not in the file (QEMU: p_offset -1)"))
+            if off in ((1 << 64) - 1, (1 << 32) - 1):
+                missing.append(_Piece(paddr, memsz, -1, "not in the file (QEMU: p_offset -1)"))
                 continue
-            in_file = max(0, min(filesz, memsz, src.size - off))
-            if in_file < min(filesz, memsz):
-                truncated += min(filesz, memsz) - in_file
-            data_end = paddr + in_file
-            file_end = paddr + min(filesz, memsz)
-            if lo < data_end:
-                pieces.append(_Piece(lo, data_end - lo, off + lo - paddr, None))
-            if max(lo, data_end) < file_end:
-                pieces.append(_Piece(max(lo, data_end), file_end - max(lo, data_end), -1, "truncated"))
-            if max(lo, file_end) < hi:
+            backed = min(filesz, memsz)
+            in_file = max(0, min(backed, src.size - off))
+            truncated += backed - in_file
+            if in_file:
+                data.append(_Piece(paddr, in_file, off, None))
+            if in_file < backed:
+                missing.append(_Piece(paddr + in_file, backed - in_file, -1, "truncated"))
+            if backed < memsz:
                 # The ELF spec zero-fills p_memsz beyond p_filesz, and crash does; but every dump
                 # writer uses it for pages it left out (makedumpfile -E: filtered pages), so they
                 # read as excluded unless the caller asks for zeros.
-                pieces.append(_Piece(max(lo, file_end), hi - max(lo, file_end), -1, EXCLUDED_TAIL))
+                missing.append(_Piece(paddr + backed, memsz - backed, -1, EXCLUDED_TAIL))
         if truncated:
             warnings.append(
                 f"the file ends early: {truncated:#x} bytes of memory are missing (truncated dump)"
             )
+        have = _union(data)
+        pieces = sorted(have + _subtract(_union(missing), have), key=lambda p: p.start)
         return cls(src, pieces), warnings
 
     @property
