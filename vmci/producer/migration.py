@@ -84,6 +84,7 @@ class Device:
     payload: bytes
     desc: dict[str, Any]
     version: int = 1
+    instance_id: int = 0  # per device kind: vCPU n's ``cpu`` section is instance n
 
 
 def _byte_array(name: str) -> list[dict[str, Any]]:
@@ -301,7 +302,7 @@ def write_migration(
                     "type": QEMU_VM_SECTION_FULL,
                     "section_id": n,
                     "idstr": dev.idstr,
-                    "instance_id": 0,
+                    "instance_id": dev.instance_id,
                     "version_id": dev.version,
                 }
             )
@@ -309,7 +310,13 @@ def write_migration(
         w.put(dev.payload)
         w.footer(n)
         described.append(
-            {"name": dev.idstr, "instance_id": 0, "vmsd_name": dev.idstr, "version": dev.version, **dev.desc}
+            {
+                "name": dev.idstr,
+                "instance_id": dev.instance_id,
+                "vmsd_name": dev.idstr,
+                "version": dev.version,
+                **dev.desc,
+            }
         )
     w.put(bytes([QEMU_VM_EOF]))
     if vmdesc:

@@ -8,16 +8,13 @@ guest under QEMU would show (FPU control word, MXCSR, PAT, EFER from the paging 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from dataclasses import fields as dataclass_fields
 from typing import Any, BinaryIO
 
 import construct as cs
 
 from ..cpu import CpuState
 from ..errors import UsageError
-from ..formats.migration import index_stream
 from ..layouts.migration_cpu import (
     CPU_COMMON_FIELDS,
     CPU_COMMON_IDSTR,
@@ -49,7 +46,6 @@ CR4_PAE = 1 << 5
 EFER_LONG = 0xD01  # SCE | LME | LMA | NXE: what a 64-bit Linux kernel runs with
 _DEFAULTS = {"env.fpuc": 0x37F, "env.mxcsr": 0x1F80, "env.a20_mask": -1, "env.pat": 0x0007040600070406,
              "env.mp_state": 0, "env.exception_nr": -1, "env.smbase": 0x30000}
-_HAS_INSTANCE = "instance_id" in {f.name for f in dataclass_fields(Device)}
 
 
 def _zeros(decl: cs.Construct) -> Any:
@@ -103,18 +99,13 @@ def cpu_common_payload(*, halted: bool = False, interrupt_request: int = 0) -> b
 
 
 def _device(idstr: str, payload: bytes, fields: list[dict[str, Any]], version: int, index: int) -> Device:
-    desc = {"instance_id": index, "fields": fields}
-    if _HAS_INSTANCE:  # pragma: no cover - once Device carries the section's instance id
-        return Device(idstr, payload, desc, version=version, instance_id=index)  # type: ignore[call-arg]
-    return Device(idstr, payload, desc, version=version)
+    return Device(idstr, payload, {"fields": fields}, version=version, instance_id=index)
 
 
 def cpu_devices(cpus: Sequence[CpuState]) -> list[Device]:
     """``cpu_common`` then ``cpu`` per vCPU, as QEMU saves them, for ``write_migration(devices=...)``.
 
-    The VM-description entries carry ``instance_id = cpu.index``; the section headers do only if
-    :class:`~vmci.producer.migration.Device` has an ``instance_id`` (else use
-    :func:`write_migration_with_cpus`, which sets them).
+    Each section's instance id is the vCPU index, as QEMU numbers them.
     """
     out: list[Device] = []
     for cpu in cpus:
@@ -124,62 +115,16 @@ def cpu_devices(cpus: Sequence[CpuState]) -> list[Device]:
     return out
 
 
-class _BytesSource:
-    """Just enough of :class:`vmci.formats.source.Source` over a bytes buffer."""
-
-    def __init__(self, data: bytes | bytearray) -> None:
-        self.data = memoryview(data)
-        self.size = len(data)
-
-    def read(self, offset: int, n: int) -> bytes:
-        return bytes(self.data[offset : offset + n])
-
-    def view(self, offset: int, n: int) -> memoryview:
-        return self.data[offset : offset + n]
-
-    def release(self, offset: int, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def set_instance_ids(stream: bytearray, ids: dict[str, list[int]]) -> None:
-    """Give the n-th FULL section named ``idstr`` the instance id ``ids[idstr][n]``, in place."""
-    seen: dict[str, int] = {}
-    for sec in index_stream(_BytesSource(stream)).sections:
-        name = sec["idstr"]
-        if name not in ids:
-            continue
-        n = seen[name] = seen.get(name, -1) + 1
-        if n >= len(ids[name]):
-            raise UsageError(f"the stream has more {name!r} sections than instance ids given")
-        at = sec["offset"] + 6 + len(name.encode("latin-1"))
-        stream[at : at + 4] = ids[name][n].to_bytes(4, "big")
-
-
 def write_migration_with_cpus(
     out: BinaryIO, memory: SparseMemory, cpus: Sequence[CpuState], *,
     devices: list[Device] | None = None, **kw: Any,
 ) -> int:
     """:func:`~vmci.producer.migration.write_migration` with ``cpus`` saved before ``devices``
-    (default :func:`standard_devices`), each ``cpu``/``cpu_common`` section numbered by vCPU index.
-
-    The stream is assembled in memory first (the section headers are numbered afterwards).
-    """
+    (default :func:`standard_devices`), each ``cpu``/``cpu_common`` section numbered by vCPU index."""
     if len({c.index for c in cpus}) != len(cpus):
         raise UsageError("vCPU indexes must be distinct")
     all_devices = cpu_devices(cpus) + (standard_devices() if devices is None else list(devices))
-    buf = io.BytesIO()
-    write_migration(buf, memory, devices=all_devices, **kw)
-    data = bytearray(buf.getbuffer())
-    del buf
-    if not _HAS_INSTANCE and cpus:
-        order = [c.index for c in cpus]
-        set_instance_ids(data, {CPU_IDSTR: order, CPU_COMMON_IDSTR: order})
-    out.write(data)
-    return len(data)
+    return write_migration(out, memory, devices=all_devices, **kw)
 
 
-__all__ = ["cpu_common_payload", "cpu_devices", "cpu_payload", "cpu_values", "set_instance_ids",
-           "write_migration_with_cpus"]
+__all__ = ["cpu_common_payload", "cpu_devices", "cpu_payload", "cpu_values", "write_migration_with_cpus"]
