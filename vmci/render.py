@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -11,20 +12,25 @@ MAX_ROWS = 40
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # piped output has no terminal width: do not cut addresses in tables at 80 columns
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
-def _fmt(value: Any) -> str:
+# facts whose integers are addresses, offsets or page numbers (hex); the rest are counts (decimal)
+_HEX_WORDS = ("offset", "addr", "base", "start", "end", "pfn", "mapnr", "phys", "size", "paddr")
+
+
+def _fmt(value: Any, key: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int) and abs(value) > 4096:
+    if isinstance(value, int) and abs(value) > 4096 and any(w in key for w in _HEX_WORDS):
         return f"{value:#x}" if value >= 0 else f"-{-value:#x} ({value})"
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if v not in ("", None))
+        return ", ".join(f"{k}={_fmt(v, k)}" for k, v in value.items() if v not in ("", None))
     if isinstance(value, list):
-        return ", ".join(_fmt(v) for v in value) or "-"
+        return ", ".join(_fmt(v, key) for v in value) or "-"
     return str(value)
 
 
@@ -64,7 +70,7 @@ def render_info(s: dict[str, Any]) -> None:
     if facts:
         c.print("[bold]Header facts[/]")
         for k, v in facts.items():
-            c.print(f"  {k}: {_fmt(v)}")
+            c.print(f"  {k}: {_fmt(v, k)}")
     for w in s["warnings"]:
         c.print(f"[yellow]warning:[/] {w}")
 
