@@ -14,7 +14,7 @@ process PGD copies the kernel half (entries 256..511) of ``swapper_pg_dir``.
 from __future__ import annotations
 
 import re
-import struct
+import struct  # pyelftools raises struct.error on cut ELF files
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,16 @@ from .arch.x86_64 import (
 from .discover.evidence import Evidence
 from .dump import Dump
 from .errors import FormatError, UsageError, VmciError
+from .layouts.bzimage import BZIMAGE_HEADER_SIZE, BZIMAGE_MAGIC, bzimage_header
+from .layouts.note import note_header
 from .memory import PhysicalMemory
 from .vmcoreinfo import VmcoreInfo
 
 BANNER = b"Linux version "
 UTS_FIELD = 65  # __NEW_UTS_LEN + 1
 UTS_RELEASE_OFFSET = 2 * UTS_FIELD
-GNU_BUILD_ID = struct.pack("<III", 4, 20, 3) + b"GNU\0"  # namesz, descsz, NT_GNU_BUILD_ID, name
+# the kernel image's .notes: an Elf note "GNU", type NT_GNU_BUILD_ID (3), 20-byte descriptor
+GNU_BUILD_ID = note_header("little").build({"namesz": 4, "descsz": 20, "type": 3}) + b"GNU\0"
 _RELEASE = re.compile(rb"[\x21-\x7e]{1,64}")
 MB2 = 0x200000
 
@@ -102,10 +105,11 @@ def _bzimage_payload(data: bytes, source: str) -> bytes:
     import gzip
     import lzma
 
-    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+    if len(data) < BZIMAGE_HEADER_SIZE or data[0x202:0x206] != BZIMAGE_MAGIC:
         raise FormatError(f"{source}: not a bzImage (no HdrS)", field="header", offset=0x202)
-    off, length = struct.unpack_from("<II", data, 0x248)
-    start = (data[0x1F1] or 4) * 512 + 512 + off
+    hdr = bzimage_header.parse(data[:BZIMAGE_HEADER_SIZE])
+    off, length = hdr.payload_offset, hdr.payload_length
+    start = (hdr.setup_sects or 4) * 512 + 512 + off
     payload = data[start:start + length]
     if len(payload) != length or length == 0:
         raise FormatError(f"{source}: payload of {length} bytes does not fit the file",
@@ -424,7 +428,7 @@ def _safe(fn: Any) -> Any:
 
 def _read_legacy_phys_base(memory: PhysicalMemory, res: KaslrResult, addr: int, ev: Evidence) -> int | None:
     try:
-        (value,) = struct.unpack("<q", read_virtual(memory, res.root, addr, 8, res.la57))
+        value = int.from_bytes(read_virtual(memory, res.root, addr, 8, res.la57), "little", signed=True)
     except VmciError as e:
         ev.warn("phys_base", f"SYMBOL(phys_base)={addr:#x} (kernel < 4.10) unreadable: {e}")
         return None

@@ -60,8 +60,10 @@ from ..layouts.migration import (
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_ZERO,
     RAM_SECTION_VERSION,
+    Command,
     FileHeader,
     RamRecord,
+    SectionHeaderTail,
     VmcoreinfoRfcSection,
     VmcoreinfoSection,
     VmgenidSection,
@@ -82,7 +84,9 @@ POSTCOPY_COMMANDS = {
     MIG_CMD_PACKAGED: "PACKAGED",
 }
 _U64 = struct_format(RamRecord)
-_U32 = struct.Struct(">I")
+_U32 = struct.Struct(">I")  # vmstate's be32 scalar, for fields walked one by one
+_SECTION_TAIL = struct_format(SectionHeaderTail)
+_COMMAND = struct_format(Command)
 _PRINTABLE = re.compile(rb"[\x21-\x7e]+")
 
 
@@ -223,7 +227,7 @@ class _Walker:
                 idstr, after = self.name(pos + 5, "a section header")
                 self.need(after, 8, "a section header")
                 sid = self.u32(pos + 1, "section_id")
-                instance, version = struct.unpack_from(">II", buf, after)
+                instance, version = _SECTION_TAIL.unpack_from(buf, after)
                 self.ids[sid] = (idstr, instance, version)
                 pos = self._body(kind, sid, after + 8, pos)
             elif kind in (QEMU_VM_SECTION_PART, QEMU_VM_SECTION_END):
@@ -233,7 +237,7 @@ class _Walker:
                 pos = self._body(kind, sid, pos + 5, pos)
             elif kind == QEMU_VM_COMMAND:
                 self.need(pos, 5, "a command")
-                cmd, length = struct.unpack_from(">HH", buf, pos + 1)
+                _, cmd, length = _COMMAND.unpack_from(buf, pos)
                 if cmd in POSTCOPY_COMMANDS:
                     raise UnsupportedError(
                         f"postcopy migration (command MIG_CMD_{POSTCOPY_COMMANDS[cmd]}) is not supported",

@@ -62,13 +62,18 @@ FileHeader = cs.Struct(
     "version" / cs.Int32ub,
 )
 
+# What follows the idstr of a START/FULL section header (readers walk the variable-length idstr)
+SectionHeaderTail = cs.Struct(
+    "instance_id" / cs.Int32ub,
+    "version_id" / cs.Int32ub,
+)
+
 # QEMU_VM_SECTION_START / QEMU_VM_SECTION_FULL
 SectionHeaderFull = cs.Struct(
     "type" / cs.Int8ub,
     "section_id" / cs.Int32ub,
     "idstr" / Idstr,
-    "instance_id" / cs.Int32ub,
-    "version_id" / cs.Int32ub,
+    *SectionHeaderTail.subcons,
 )
 
 # QEMU_VM_SECTION_PART / QEMU_VM_SECTION_END

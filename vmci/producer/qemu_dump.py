@@ -17,7 +17,6 @@ unassigned address does in QEMU.
 from __future__ import annotations
 
 import bisect
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
@@ -30,14 +29,13 @@ from ..formats.kdump import write_kdump
 from ..formats.notes import encode_notes
 from ..layouts.elf import EM_X86_64
 from ..layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
-from ..layouts.note import align4
+from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 from ..memory import Extent, PhysicalMemory, Range, merge_ranges
 from .devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
 
 MAX_GUEST_NOTE_SIZE = 1 << 20
-NOTE_HEAD = 12  # Elf32_Nhdr and Elf64_Nhdr are both 12 bytes
 QEMU_CPU_SIZE = 440  # QEMUCPUState with kernel_gs_base (QEMU 3.0 .. 9.x)
-_NHDR = struct.Struct("<III")
+_NHDR = note_header_struct("little")  # QEMU reads the guest note in the target's order (x86: LE)
 _U64 = (1 << 64) - 1
 
 
@@ -62,13 +60,13 @@ class GuestNote:
         if self.data is None:
             return False
         namesz = _NHDR.unpack_from(self.data)[0]
-        return namesz == 11 and self.data[NOTE_HEAD : NOTE_HEAD + 11] == b"VMCOREINFO\0"
+        return namesz == 11 and self.data[NOTE_HEADER_SIZE : NOTE_HEADER_SIZE + 11] == b"VMCOREINFO\0"
 
     def desc(self) -> bytes:
         if self.data is None:
             return b""
         namesz, descsz, _ = _NHDR.unpack_from(self.data)
-        start = NOTE_HEAD + align4(namesz)
+        start = NOTE_HEADER_SIZE + align4(namesz)
         return self.data[start : start + descsz]
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,16 +95,16 @@ def guest_note(mem: PhysicalMemory, device: Any) -> GuestNote:
             return GuestNote(source, paddr=paddr, size=size, warning="guest note is not present")
     else:
         raise UsageError(f"not a vmcoreinfo device: {type(device).__name__}")
-    if size < NOTE_HEAD or size > MAX_GUEST_NOTE_SIZE:
+    if size < NOTE_HEADER_SIZE or size > MAX_GUEST_NOTE_SIZE:
         return GuestNote(source, paddr=paddr, size=size, warning=f"guest note size is invalid: {size}")
     if fmt != VMCOREINFO_FORMAT_ELF:
         return GuestNote(source, paddr=paddr, size=size, warning=f"guest note format is unsupported: {fmt}")
     raw = mem.read(paddr, size, zero_fill=True) if paddr + size <= 1 << 64 else bytes(size)
     namesz, descsz, _ = _NHDR.unpack_from(raw)
-    total = NOTE_HEAD + align4(namesz) + align4(descsz)
+    total = NOTE_HEADER_SIZE + align4(namesz) + align4(descsz)
     if namesz > MAX_GUEST_NOTE_SIZE or descsz > MAX_GUEST_NOTE_SIZE or total > size:
         return GuestNote(source, paddr=paddr, size=size, warning="Invalid guest note header")
-    name = raw[NOTE_HEAD : NOTE_HEAD + namesz].split(b"\0", 1)[0].decode("latin-1")
+    name = raw[NOTE_HEADER_SIZE : NOTE_HEADER_SIZE + namesz].split(b"\0", 1)[0].decode("latin-1")
     return GuestNote(source, bytes(raw[:total]), paddr, size, name)
 
 
@@ -238,7 +236,7 @@ def vmcoreinfo_span(notes: bytes, note: GuestNote) -> tuple[int, int] | None:
     if not note.is_vmcoreinfo or note.data is None:
         return None
     namesz, descsz, _ = _NHDR.unpack_from(note.data)
-    return len(notes) - len(note.data) + NOTE_HEAD + align4(namesz), descsz
+    return len(notes) - len(note.data) + NOTE_HEADER_SIZE + align4(namesz), descsz
 
 
 def write_qemu_kdump(out: BinaryIO, mem: PhysicalMemory, notes: bytes, note: GuestNote, *,
