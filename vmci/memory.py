@@ -66,6 +66,16 @@ def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
     return out
 
 
+def find_span(starts: Sequence[int], ends: Sequence[int], paddr: int, limit: int) -> int | Extent:
+    """The index of the span holding ``paddr`` (spans sorted and disjoint), else the hole from
+    ``paddr`` up to the next span, at most ``limit`` bytes: what every ``extent()`` looks up first."""
+    i = bisect.bisect_right(starts, paddr) - 1
+    if i >= 0 and paddr < ends[i]:
+        return i
+    nxt = starts[i + 1] if i + 1 < len(starts) else paddr + limit
+    return Extent(None, min(limit, nxt - paddr), "hole")
+
+
 class Extent(NamedTuple):
     """What lies at an address: ``size`` bytes of ``data``, or (``data is None``) ``size``
     unreadable bytes, with ``missing`` saying why (``"hole"``, ``"excluded"``, ...)."""
@@ -189,7 +199,7 @@ class SparseMemory(PhysicalMemory):
 
     def __init__(self, ranges: Iterable[Range] = (), page_size: int = PAGE_SIZE) -> None:
         self.page_size = page_size
-        self._ranges = merge_ranges(ranges)
+        self._set_ranges(merge_ranges(ranges))
         self._pages: dict[int, bytearray] = {}
         self._zero = bytes(page_size)
 
@@ -198,7 +208,12 @@ class SparseMemory(PhysicalMemory):
         return self._ranges
 
     def add_range(self, start: int, size: int) -> None:
-        self._ranges = merge_ranges([*self._ranges, Range(start, size)])
+        self._set_ranges(merge_ranges([*self._ranges, Range(start, size)]))
+
+    def _set_ranges(self, ranges: list[Range]) -> None:
+        self._ranges = ranges
+        self._starts = [r.start for r in ranges]
+        self._ends = [r.end for r in ranges]
 
     def stored_pages(self) -> Iterator[int]:
         """Page frame numbers that hold written data, in ascending order."""
@@ -221,12 +236,10 @@ class SparseMemory(PhysicalMemory):
             pos += take
 
     def extent(self, paddr: int, limit: int) -> Extent:
-        rs = self._ranges
-        i = bisect.bisect_right(rs, Range(paddr, 1 << 70)) - 1
-        if i < 0 or paddr >= rs[i].end:
-            nxt = rs[i + 1].start if i + 1 < len(rs) else paddr + limit
-            return Extent(None, min(limit, nxt - paddr), "hole")
-        limit = min(limit, rs[i].end - paddr)
+        i = find_span(self._starts, self._ends, paddr, limit)
+        if isinstance(i, Extent):
+            return i
+        limit = min(limit, self._ends[i] - paddr)
         ps = self.page_size
         pfn, off = divmod(paddr, ps)
         take = min(ps - off, limit)

@@ -37,7 +37,7 @@ from ..layouts.elf import (
     SHT_STRTAB,
     elf_layout,
 )
-from ..memory import Buffer, Extent, PhysicalMemory, Range, is_zero, merge_ranges
+from ..memory import Buffer, Extent, PhysicalMemory, Range, find_span, is_zero, merge_ranges
 from .notes import cpus_from, decode_notes
 from .source import Source
 
@@ -125,6 +125,7 @@ class ElfMemory(PhysicalMemory):
         self.src = src
         self._pieces = pieces
         self._starts = [p.start for p in pieces]
+        self._ends = [p.start + p.size for p in pieces]
         self._ranges = merge_ranges(Range(p.start, p.size) for p in pieces)
 
     @classmethod
@@ -175,10 +176,9 @@ class ElfMemory(PhysicalMemory):
         return self._ranges
 
     def extent(self, paddr: int, limit: int) -> Extent:
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        if i < 0 or paddr >= self._pieces[i].start + self._pieces[i].size:
-            nxt = self._starts[i + 1] if i + 1 < len(self._starts) else paddr + limit
-            return Extent(None, min(limit, nxt - paddr), "hole")
+        i = find_span(self._starts, self._ends, paddr, limit)
+        if isinstance(i, Extent):
+            return i
         p = self._pieces[i]
         take = min(limit, p.start + p.size - paddr)
         if p.missing is not None:

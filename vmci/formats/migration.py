@@ -18,7 +18,6 @@ sections give ``Dump.cpus`` (:mod:`.migration_cpu`).
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import struct
@@ -68,7 +67,7 @@ from ..layouts.migration import (
     VmcoreinfoSection,
     VmgenidSection,
 )
-from ..memory import ZEROS, Buffer, Extent, PhysicalMemory, Range
+from ..memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, find_span
 from .source import Source
 
 ZERO_PAGE = 0  # index entry: the page was sent as a ZERO record
@@ -714,6 +713,7 @@ class MigrationMemory(PhysicalMemory):
         self.page_size = stream.page_size
         self._maps = sorted(maps, key=lambda m: m.start)
         self._starts = [m.start for m in self._maps]
+        self._ends = [m.start + m.size for m in self._maps]
         self._ranges = [Range(m.start, m.size) for m in self._maps]
 
     @property
@@ -747,10 +747,9 @@ class MigrationMemory(PhysicalMemory):
         return b"".join(parts)
 
     def extent(self, paddr: int, limit: int) -> Extent:
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        if i < 0 or paddr >= self._maps[i].start + self._maps[i].size:
-            nxt = self._starts[i + 1] if i + 1 < len(self._starts) else paddr + limit
-            return Extent(None, min(limit, nxt - paddr), "hole")
+        i = find_span(self._starts, self._ends, paddr, limit)
+        if isinstance(i, Extent):
+            return i
         m = self._maps[i]
         limit = min(limit, m.start + m.size - paddr)
         ps = self.page_size
