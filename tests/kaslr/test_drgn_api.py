@@ -21,15 +21,15 @@ from vmci.vmcoreinfo import VmcoreInfo
 drgn = pytest.importorskip("drgn", reason="drgn not installed (pip install 'vmci[drgn]')")
 from vmci.drgn import program_from_dump  # noqa: E402
 
-READ_RELEASE = ('from vmci.vmcoreinfo import VmcoreInfo; from vmci.synth import release_via; '
-                'print("RELEASE=" + release_via(VmcoreInfo.parse(prog["VMCOREINFO"].string_()), prog.read))')
+READ_RELEASE = (
+    "from vmci.vmcoreinfo import VmcoreInfo; from vmci.synth import release_via; "
+    'print("RELEASE=" + release_via(VmcoreInfo.parse(prog["VMCOREINFO"].string_()), prog.read))'
+)
 
 
 def make(tmp_path: Path, fmt: str, *, wipe: bool, **kw: object) -> tuple[Guest, Path]:
-    g = build(Scenario(**{"ram": "64M", "device": "none", "seed": 31, **kw}))  # type: ignore[arg-type]
-    if wipe:
-        g.mem.write(g.placed.note_paddr, bytes(g.placed.note_size))
-        g.mem.write(g.placed.data_paddr, bytes(len(g.placed.text)))
+    faults = ("vmcoreinfo-lost",) if wipe else ()
+    g = build(Scenario(**{"ram": "64M", "device": "none", "seed": 31, "faults": faults, **kw}))  # type: ignore[arg-type]
     path = tmp_path / f"dump.{fmt}"
     with path.open("wb") as f:
         write_dump(g, f, fmt)
@@ -75,8 +75,13 @@ def test_given_text_file_and_forced_custom_route(tmp_path: Path) -> None:
 def test_vmci_drgn_cli_exec(tmp_path: Path) -> None:
     g, path = make(tmp_path, "kdump-flat", wipe=True)
     vmci = [sys.executable, "-m", "vmci.cli"]
-    proc = subprocess.run([*vmci, "drgn", str(path), "--no-default-symbols", "-e", READ_RELEASE],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [*vmci, "drgn", str(path), "--no-default-symbols", "-e", READ_RELEASE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"RELEASE={g.kernel.osrelease}" in proc.stdout  # type: ignore[union-attr]
     bad = CliRunner().invoke(app, ["drgn", str(tmp_path / "missing"), "-e", "pass"])

@@ -20,12 +20,12 @@ from drgn.commands import run_command  # noqa: E402
 from vmci.drgn import program_from_dump  # noqa: E402
 
 
-def make(tmp_path: Path, *, wipe: bool = False, fmt: str = "kdump-flat", seed: int = 41) -> tuple[
-        Guest, Path]:
-    g = build(Scenario(ram="64M", device="none", seed=seed, cpus=2))
-    if wipe:
-        g.mem.write(g.placed.note_paddr, bytes(g.placed.note_size))
-        g.mem.write(g.placed.data_paddr, bytes(len(g.placed.text)))
+def make(
+    tmp_path: Path, *, wipe: bool = False, fmt: str = "kdump-flat", seed: int = 41
+) -> tuple[Guest, Path]:
+    g = build(
+        Scenario(ram="64M", device="none", seed=seed, cpus=2, faults=("vmcoreinfo-lost",) if wipe else ())
+    )
     path = tmp_path / f"dump.{fmt}"
     with path.open("wb") as f:
         write_dump(g, f, fmt)
@@ -37,8 +37,14 @@ def drgn_cli(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     if exe is None:
         pytest.skip("drgn command not installed")
     full = {**os.environ, "DRGN_DISABLE_PLUGINS": "*", "DRGN_PLUGINS": "vmci", **env}
-    return subprocess.run([exe, "--no-default-symbols", *args], capture_output=True, text=True, timeout=120,
-                          check=False, env=full)
+    return subprocess.run(
+        [exe, "--no-default-symbols", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=full,
+    )
 
 
 def test_commands_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,8 +79,9 @@ def test_entry_point_by_name_and_warnings(tmp_path: Path) -> None:
     res = drgn_cli(["--vmcoreinfo", str(lacking), "-c", str(path), "-e", "pass"])
     assert res.returncode == 0 and "lacks KERNELOFFSET and NUMBER(phys_base)" in res.stderr
     wrong = tmp_path / "wrong.txt"
-    wrong.write_text(g.placed.text.decode().replace(f"KERNELOFFSET={koff:x}\n",
-                                                    f"KERNELOFFSET={koff + 0x400000:x}\n"))
+    wrong.write_text(
+        g.placed.text.decode().replace(f"KERNELOFFSET={koff:x}\n", f"KERNELOFFSET={koff + 0x400000:x}\n")
+    )
     res = drgn_cli(["--vmcoreinfo", str(wrong), "-c", str(path), "-e", "pass"])
     assert res.returncode == 0 and "vmci disagrees with the VMCOREINFO drgn loaded" in res.stderr
     skip = drgn_cli(["--vmcoreinfo", str(wrong), "-c", str(path), "-e", "pass"], VMCI_DRGN_CHECK="0")

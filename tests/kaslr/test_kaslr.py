@@ -19,20 +19,20 @@ from vmci.report import ANALYZE_SCHEMA, validate
 from vmci.vmcoreinfo import VmcoreInfo
 
 
-def guest(tmp_path: Path, fmt: str = "elf", *, wipe: bool = False, processes: int = 0, **kw: object) -> tuple[
-        Guest, Path]:
-    """A generated guest written as ``fmt``; ``wipe`` zeroes the kernel's VMCOREINFO note and text;
+def guest(
+    tmp_path: Path, fmt: str = "elf", *, wipe: bool = False, processes: int = 0, **kw: object
+) -> tuple[Guest, Path]:
+    """A generated guest written as ``fmt``; ``wipe`` zeroes the kernel's VMCOREINFO note and text
+    (fault ``vmcoreinfo-lost``);
     ``processes`` puts vCPUs 1.. on process PGDs (user-mode CR3 with PTI)."""
-    g = build(Scenario(**{"ram": "64M", "device": "none", **kw}))  # type: ignore[arg-type]
+    faults = ("vmcoreinfo-lost",) if wipe else ()
+    g = build(Scenario(**{"ram": "64M", "device": "none", "faults": faults, **kw}))  # type: ignore[arg-type]
     assert g.tables is not None
     if processes:
         for i in range(1, min(processes + 1, len(g.cpus))):
             p = g.tables.add_process()
             g.cpus[i] = g.tables.cpu_state(i, cr3=p.cr3_user, user=True)
         g.tables.flush()
-    if wipe:
-        g.mem.write(g.placed.note_paddr, bytes(g.placed.note_size))
-        g.mem.write(g.placed.data_paddr, bytes(len(g.placed.text)))
     path = tmp_path / f"g.{fmt}"
     with path.open("wb") as f:
         write_dump(g, f, fmt)
@@ -85,8 +85,9 @@ def test_conflict_and_incomplete_text(tmp_path: Path) -> None:
     text = g.placed.text.decode()
     koff = g.kernel.kaslr_offset  # type: ignore[union-attr]
     wrong = VmcoreInfo.parse(text.replace(f"KERNELOFFSET={koff:x}\n", f"KERNELOFFSET={koff + 0x200000:x}\n"))
-    lacking = VmcoreInfo.parse("".join(ln + "\n" for ln in text.splitlines()
-                                       if not ln.startswith("NUMBER(phys_base)")))
+    lacking = VmcoreInfo.parse(
+        "".join(ln + "\n" for ln in text.splitlines() if not ln.startswith("NUMBER(phys_base)"))
+    )
     with open_dump(path) as d:
         bad = kaslr_report(d, vmcoreinfo=wrong, vmcoreinfo_source="test")
         part = kaslr_report(d, vmcoreinfo=lacking, vmcoreinfo_source="test")
@@ -98,9 +99,13 @@ def test_conflict_and_incomplete_text(tmp_path: Path) -> None:
 
 def system_map(g: Guest) -> str:
     assert g.kernel is not None and g.banner is not None
-    names = {"_text": 0xFFFFFFFF81000000, "_stext": 0xFFFFFFFF81000000,
-             "linux_banner": g.banner[0] - g.kernel.kaslr_offset,
-             "init_uts_ns": g.kernel.link("init_uts_ns"), "swapper_pg_dir": g.kernel.link("swapper_pg_dir")}
+    names = {
+        "_text": 0xFFFFFFFF81000000,
+        "_stext": 0xFFFFFFFF81000000,
+        "linux_banner": g.banner[0] - g.kernel.kaslr_offset,
+        "init_uts_ns": g.kernel.link("init_uts_ns"),
+        "swapper_pg_dir": g.kernel.link("swapper_pg_dir"),
+    }
     return "".join(f"{a:016x} D {n}\n" for n, a in sorted(names.items(), key=lambda x: x[1]))
 
 
@@ -117,8 +122,14 @@ def test_system_map_cross_checks(tmp_path: Path) -> None:
     assert rep.corroboration["banner"]["how"] == "linux_banner" and rep.corroboration["banner"]["ok"]
     assert rep.corroboration["uts_release"]["release"] == g.kernel.osrelease  # type: ignore[union-attr]
     # a System.map of another build (shifted _text) is caught
-    bad = KernelSymbols("other", {**syms.symbols, "_text": syms.symbols["_text"] + 0x200000,
-                                  "_stext": syms.symbols["_stext"] + 0x200000})
+    bad = KernelSymbols(
+        "other",
+        {
+            **syms.symbols,
+            "_text": syms.symbols["_text"] + 0x200000,
+            "_stext": syms.symbols["_stext"] + 0x200000,
+        },
+    )
     with open_dump(path) as d:
         rep2 = kaslr_for_dump(d, symbols=bad)
     assert rep2.kerneloffset == koff - 0x200000 and not rep2.corroboration["banner"]["ok"]
@@ -157,4 +168,3 @@ def test_cli_kaslr_without_paging_cpus_exits_1(tmp_path: Path) -> None:
     raw.write_bytes(bytes(1 << 20))
     out = CliRunner().invoke(app, ["kaslr", str(raw), "--format", "raw", "--json"])
     assert out.exit_code == 1 and json.loads(out.output)["kerneloffset"] is None
-

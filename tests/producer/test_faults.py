@@ -27,9 +27,22 @@ def content(t, d, offset=40):
 
 def test_registry_is_complete() -> None:
     assert set(FAULTS) == {
-        "nonzero-suppressor", "suppressor-acpi-header", "unknown-version", "paddr-outside-ram",
-        "size-oversize", "size-undersize", "wrong-note-name", "wrong-note-type", "truncated-note",
-        "rfc-offset-36", "bad-acpi-checksum", "missing-ssdt", "stale-note", "no-device"}
+        "nonzero-suppressor",
+        "suppressor-acpi-header",
+        "unknown-version",
+        "paddr-outside-ram",
+        "size-oversize",
+        "size-undersize",
+        "wrong-note-name",
+        "wrong-note-type",
+        "truncated-note",
+        "rfc-offset-36",
+        "bad-acpi-checksum",
+        "missing-ssdt",
+        "stale-note",
+        "no-device",
+        "vmcoreinfo-lost",
+    }
     assert all(f.stage in STAGES for f in FAULTS.values())
 
 
@@ -74,11 +87,14 @@ def test_paddr_outside_ram(tmp_path) -> None:
     assert not t.expected("address-blob")["found"] and t.expected("memory-scan")["found"]
 
 
-@pytest.mark.parametrize(("fault", "size", "warning"), [
-    ("size-oversize", (1 << 20) + 0x1000, "size is invalid"),
-    ("size-undersize", 8, "size is invalid"),
-    ("truncated-note", 64, "Invalid guest note header"),
-])
+@pytest.mark.parametrize(
+    ("fault", "size", "warning"),
+    [
+        ("size-oversize", (1 << 20) + 0x1000, "size is invalid"),
+        ("size-undersize", 8, "size is invalid"),
+        ("truncated-note", 64, "Invalid guest note header"),
+    ],
+)
 def test_registered_sizes(tmp_path, fault, size, warning) -> None:
     t, d = dump(tmp_path, fmt="kdump", faults=[fault])
     assert content(t, d).size == size
@@ -158,3 +174,11 @@ def test_faults_need_their_actor() -> None:
             build(Scenario(ram="32M", device="upstream", faults=[fault]))
     with pytest.raises(UsageError):
         build(Scenario(ram="32M", device="none", faults=["size-oversize"]))
+
+
+def test_vmcoreinfo_lost(tmp_path) -> None:
+    t, d = dump(tmp_path, device="none", faults=["vmcoreinfo-lost"])
+    note, data = t["vmcoreinfo"]["note_paddr"], t["vmcoreinfo"]["data_paddr"]
+    assert d.memory.read(note, 4096) == bytes(4096) and d.memory.read(data, 4096) == bytes(4096)
+    assert not t.expected("memory-scan")["found"] and t.expected("memory-scan")["notes_in_ram"] == []
+    assert t["faults"][0]["stage"] == "after-boot"

@@ -190,6 +190,15 @@ def missing_ssdt(g: Guest) -> str:
             + ("/XSDT" if rsdp.xsdt_address else "") + " and its bytes zeroed")
 
 
+def vmcoreinfo_lost(g: Guest) -> str:
+    """The kernel's note and text pages overwritten (a dump from early boot, or scribbled memory):
+    only page tables and the kernel image remain, the case KASLR discovery and synthesis serve."""
+    p = g.placed
+    g.mem.write(p.note_paddr, bytes(p.note_size))
+    g.mem.write(p.data_paddr, bytes(len(p.text)))
+    return f"vmcoreinfo_note at {p.note_paddr:#x} and vmcoreinfo_data at {p.data_paddr:#x} zeroed"
+
+
 FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
@@ -211,6 +220,7 @@ FAULTS: dict[str, Fault] = {
         Fault("truncated-note", "guest-driver", "registered size shorter than the note", truncated_note),
         Fault("bad-acpi-checksum", "after-boot", "the SSDT's checksum does not verify", bad_acpi_checksum),
         Fault("missing-ssdt", "after-boot", "the SSDT is not listed (and not in RAM)", missing_ssdt),
+        Fault("vmcoreinfo-lost", "after-boot", "the kernel's note and text pages zeroed", vmcoreinfo_lost),
     )
 }
 

@@ -492,6 +492,7 @@ def expected_findings(g: Guest, fmt: str, dump: dict[str, Any]) -> dict[str, dic
     blob = g.vmcoreinfo_device.address if isinstance(g.vmcoreinfo_device, RfcVmcoreinfoDevice) else 0
     ssdt_ok = kind == "rfc" and not names & {"missing-ssdt", "bad-acpi-checksum"}
     has_notes = fmt != "raw"
+    in_ram = "wrong-note-name" not in names and "vmcoreinfo-lost" not in names
     out: dict[str, dict[str, Any]] = {
         "elf-note": {"applicable": has_notes,
                      "found": has_notes and (appended_ok or (fmt == "kexec" and _note_ok(g)))},
@@ -502,11 +503,11 @@ def expected_findings(g: Guest, fmt: str, dump: dict[str, Any]) -> dict[str, dic
         "fw-cfg-record": {"applicable": kind == "upstream", "found": kind == "upstream" and appended_ok},
         "acpi": {"applicable": kind == "rfc", "found": ssdt_ok and appended_ok},
         "memory-scan": {"applicable": True,
-                        "found": "wrong-note-name" not in names or g.stale is not None},
+                        "found": in_ram or g.stale is not None},
     }
     for v in out.values():
         v["note_paddr"] = g.placed.note_paddr if v["found"] else None
-    scan = [g.placed.note_paddr] if "wrong-note-name" not in names else []
+    scan = [g.placed.note_paddr] if in_ram else []
     out["memory-scan"]["notes_in_ram"] = scan + ([g.stale.note_paddr] if g.stale else [])
     return out
 
