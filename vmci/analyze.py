@@ -66,8 +66,7 @@ def _provenance(disc: Discovery) -> list[dict[str, Any]]:
 
     def add(strategy: str, steps: Any) -> None:
         for s in steps:
-            out.append({"strategy": strategy, "action": s.action, "paddr": s.paddr,
-                        "detail": s.detail, "verdict": s.verdict})
+            out.append({"strategy": strategy, **s.to_dict()})
 
     for f in disc.findings:
         chosen = f.chosen
@@ -139,11 +138,9 @@ def analyze(
 
 
 def _vmgenid(dump: Dump, disc: Discovery, blob: bytes | None) -> dict[str, Any] | None:
-    from .vmgenid import find_vmgenid
+    from .vmgenid import find_vmgenid_in_dump
 
     acpi = disc.finding("acpi")
     rsdp = acpi.facts.get("rsdp") if acpi is not None else None
-    if blob is None:  # a migration stream holds QEMU's etc/vmgenid_addr
-        blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
-    found = find_vmgenid(dump.memory, addr_blob=blob, scan_all=False, rsdp_address=rsdp)
+    found = find_vmgenid_in_dump(dump, addr_blob=blob, scan_all=False, rsdp_address=rsdp)
     return found.to_dict() if found.found else None

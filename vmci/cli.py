@@ -332,15 +332,12 @@ def vmgenid(
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
         with _open(dump, format, raw_base) as d:
             from .errors import NotFoundError
-            from .vmgenid import find_vmgenid
+            from .vmgenid import find_vmgenid_in_dump
 
-            if blob is None:  # a migration stream holds QEMU's etc/vmgenid_addr
-                blob = (d.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
-            found = find_vmgenid(d.memory, addr_blob=blob)
+            found = find_vmgenid_in_dump(d, addr_blob=blob)
         if json_out:
-            typer.echo(json.dumps({"schema": 1, **found.to_dict(),
-                                   "evidence": [{"action": s.action, "paddr": s.paddr, "detail": s.detail,
-                                                 "verdict": s.verdict} for s in found.evidence]}, indent=2))
+            typer.echo(json.dumps({"schema": 1, **found.to_dict(), "evidence": found.evidence.to_dict()},
+                                  indent=2))
             if not found.found:
                 raise typer.Exit(1)
             return

@@ -305,23 +305,20 @@ class VmcoreInfo:
         return tuple(_lint(self))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: typed values (addresses as hex strings), entries, warnings."""
-
-        def hx(v: int | None) -> str | None:
-            return None if v is None else hex(v)
-
+        """A JSON-ready summary: typed values (addresses as integers, as in every vmci JSON),
+        entries, warnings."""
         pb = self._safe(lambda: self.phys_base)
         return {
             "size": len(self.raw),
             "osrelease": self.osrelease,
             "build_id": self.build_id,
             "pagesize": self._safe(lambda: self.pagesize),
-            "kerneloffset": hx(self._safe(lambda: self.kerneloffset)),
+            "kerneloffset": self._safe(lambda: self.kerneloffset),
             "phys_base": None if pb is None else pb.value,
             "phys_base_legacy_symbol": None if pb is None else pb.legacy_symbol,
             "crashtime": self._safe(lambda: self.crashtime),
             "pgtable_l5_enabled": self._safe(lambda: self.pgtable_l5_enabled),
-            "swapper_pg_dir": hx(self._safe(lambda: self.symbol("swapper_pg_dir"))),
+            "swapper_pg_dir": self._safe(lambda: self.symbol("swapper_pg_dir")),
             "entries": [{"line": ln.number, "key": ln.key, "value": ln.value}
                         for ln in self.lines if ln.key is not None],
             "warnings": [w.to_dict() for w in self.warnings],

@@ -13,6 +13,7 @@ from typing import Any
 from .acpi import check_rsdp, find_named_dword, find_rsdp
 from .discover.blob import check_suppressor, page_of, parse_addr_blob
 from .discover.evidence import Evidence
+from .dump import Dump
 from .errors import VmciError
 from .layouts.fw_cfg import PAGE_BLOB_SIZE, VMGENID_GUID_OFFSET, GuidLE
 from .memory import PhysicalMemory
@@ -99,3 +100,11 @@ def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence)
     else:
         ev.ok("guid", f"{raw[at - page:at - page + 16].hex(' ')} in RAM = {canonical(guid)}", at)
     return VmGenId(guid, at, source, ev)
+
+
+def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **options: Any) -> VmGenId:
+    """:func:`find_vmgenid` on a dump: a saved VM's own ``etc/vmgenid_addr`` (migration stream)
+    serves as the blob when the caller gives none."""
+    if addr_blob is None:
+        addr_blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
+    return find_vmgenid(dump.memory, addr_blob=addr_blob, **options)

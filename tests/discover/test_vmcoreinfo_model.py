@@ -132,7 +132,7 @@ def test_accessors_tolerate_cr_that_lint_reports() -> None:
 
 def test_to_dict_is_json() -> None:
     d = json.loads(json.dumps(VmcoreInfo.parse(GOOD).to_dict()))
-    assert d["kerneloffset"] == "0x2a000000" and d["phys_base"] == -346030080
+    assert d["kerneloffset"] == 0x2A000000 and d["phys_base"] == -346030080
     assert d["entries"][0] == {"line": 1, "key": "OSRELEASE", "value": "6.1.0-18-amd64"}
     assert d["warnings"] == []
 

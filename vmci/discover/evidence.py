@@ -30,8 +30,7 @@ class Step:
     verdict: Verdict = "info"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "paddr": None if self.paddr is None else hex(self.paddr),
-                "detail": self.detail, "verdict": self.verdict}
+        return {"action": self.action, "paddr": self.paddr, "detail": self.detail, "verdict": self.verdict}
 
     def __str__(self) -> str:
         where = "" if self.paddr is None else f" @{self.paddr:#x}"
@@ -109,9 +108,9 @@ class Candidate:
     def to_dict(self, with_text: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
             "source": self.source,
-            "paddr": None if self.paddr is None else hex(self.paddr),
+            "paddr": self.paddr,
             "note_size": self.note_size,
-            "data_paddr": None if self.data_paddr is None else hex(self.data_paddr),
+            "data_paddr": self.data_paddr,
             "valid": self.valid,
             "facts": self.facts,
             "evidence": self.evidence.to_dict(),

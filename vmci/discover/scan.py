@@ -295,7 +295,7 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
         else:
             c.evidence.info("data page", "no page holds this text alone (vmcoreinfo_data not found)")
     orphans = [p for p in pages if p not in used]
-    finding.facts["data_pages"] = [hex(p) for p in pages]
+    finding.facts["data_pages"] = list(pages)
     for p in orphans:
         head = _read_or_none(mem, p, 64) or b""
         release = head.split(b"\n", 1)[0].decode("ascii", "backslashreplace")
