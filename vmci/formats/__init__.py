@@ -89,7 +89,8 @@ def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
     if not src.size:
         raise FormatError("the file is empty", field="magic", offset=0)
     raise FormatError(
-        "unknown dump format (not ELF, kdump, flattened); use --format raw for a raw memory image",
+        "unknown dump format (not ELF, kdump, flattened kdump, QEMU migration or libvirt save); "
+        "use --format raw for a raw memory image",
         field="magic",
         offset=0,
     )
