@@ -161,12 +161,12 @@ def blob_arg(value: str, what: str, size: int) -> bytes:
     path = Path(value)
     if path.is_file():
         try:
-            data = path.read_bytes()
+            actual = path.stat().st_size
+            if actual != size:  # checked before reading: the path may name anything
+                raise UsageError(f"{what}: {value} holds {actual} bytes, not {size}")
+            return path.read_bytes()
         except OSError as e:
             raise UsageError(f"{what}: cannot read {value}: {e.strerror}") from None
-        if len(data) != size:
-            raise UsageError(f"{what}: {value} holds {len(data)} bytes, not {size}")
-        return data
     text = value.strip().lower()
     if text.startswith("0x"):
         n = parse_int(text, what)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 CACHE_KEY = "vmci"
 _NATIVE = ("elf", "kdump", "kdump-flattened")
 
+MAX_VMCOREINFO_FILE = 1 << 20  # QEMU accepts guest notes up to 1 MiB
+
 
 def _drgn() -> Any:
     try:
@@ -52,8 +54,11 @@ def platform_for(dump: Dump, text: bytes | None = None) -> drgn.Platform:
     d = _drgn()
     flags = d.PlatformFlags.IS_LITTLE_ENDIAN if dump.byte_order == "little" else d.PlatformFlags(0)
     arch = dump.arch
-    if arch == "unknown" and text is not None and any(
-            k in text for k in (b"\nNUMBER(phys_base)=", b"\nNUMBER(pgtable_l5_enabled)=")):
+    if (
+        arch == "unknown"
+        and text is not None
+        and any(k in text for k in (b"\nNUMBER(phys_base)=", b"\nNUMBER(pgtable_l5_enabled)="))
+    ):
         arch = "x86_64"
     if arch == "x86_64":
         return d.Platform(d.Architecture.X86_64, flags | d.PlatformFlags.IS_64_BIT)
@@ -86,8 +91,13 @@ def vmcoreinfo_for_dump(
     from .synth import synthesize as make
 
     s = make(dump, symbols=symbols)
-    return s.text, {"source": "synthesized", "paddr": None, "synthesized": True, "sources": s.sources,
-                    "reason": f"{disc.reason}; synthesized from the page tables and the kernel image"}
+    return s.text, {
+        "source": "synthesized",
+        "paddr": None,
+        "synthesized": True,
+        "sources": s.sources,
+        "reason": f"{disc.reason}; synthesized from the page tables and the kernel image",
+    }
 
 
 class _DropFlattenedWarning(logging.Filter):
@@ -147,6 +157,8 @@ def program_from_dump(
     try:
         if isinstance(vmcoreinfo, os.PathLike):
             try:
+                if Path(vmcoreinfo).stat().st_size > MAX_VMCOREINFO_FILE:
+                    raise UsageError(f"{vmcoreinfo} is over {MAX_VMCOREINFO_FILE} bytes: no VMCOREINFO text")
                 text = Path(vmcoreinfo).read_bytes()
             except OSError as e:
                 raise UsageError(f"cannot read {vmcoreinfo}: {e.strerror}") from None
@@ -155,8 +167,9 @@ def program_from_dump(
             text = vmcoreinfo.encode() if isinstance(vmcoreinfo, str) else bytes(vmcoreinfo)
             prov = {"source": "given", "synthesized": None}
         else:
-            text, prov = vmcoreinfo_for_dump(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record,
-                                             synthesize=synthesize, symbols=symbols)
+            text, prov = vmcoreinfo_for_dump(
+                dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize, symbols=symbols
+            )
         if prov["synthesized"] is None:
             from .synth import is_synthesized
 
@@ -192,8 +205,9 @@ def program_from_dump(
             dump.close()
 
 
-def run_interactive(path: str | os.PathLike[str], *, exec_code: str | None = None, quiet: bool = False,
-                    **options: Any) -> None:
+def run_interactive(
+    path: str | os.PathLike[str], *, exec_code: str | None = None, quiet: bool = False, **options: Any
+) -> None:
     """Open drgn's REPL (``drgn.cli.run_interactive``) on :func:`program_from_dump`; with
     ``exec_code``, run that code with drgn's default globals instead (like ``drgn -e``)."""
     d = _drgn()
@@ -201,9 +215,11 @@ def run_interactive(path: str | os.PathLike[str], *, exec_code: str | None = Non
 
     prog = program_from_dump(path, **options)
     prov = prog.cache.get(CACHE_KEY, {})
-    line = (f"vmci: VMCOREINFO from {prov.get('source')}"
-            + (" (SYNTHESIZED from page tables)" if prov.get("synthesized") else "")
-            + f", loaded via {prov.get('route')}")
+    line = (
+        f"vmci: VMCOREINFO from {prov.get('source')}"
+        + (" (SYNTHESIZED from page tables)" if prov.get("synthesized") else "")
+        + f", loaded via {prov.get('route')}"
+    )
     if exec_code is not None:
         d.set_default_prog(prog)
         env = drgn.cli.default_globals(prog)

@@ -17,7 +17,7 @@ import re
 import struct  # pyelftools raises struct.error on cut ELF files
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .arch.x86_64 import (
     START_KERNEL_MAP,
@@ -61,7 +61,7 @@ class KernelSymbols:
         return self.symbols.get("_text", self.symbols.get("_stext"))
 
 
-def _elf_symbols(data: bytes, source: str) -> KernelSymbols:
+def _elf_symbols(data: bytes | BinaryIO, source: str) -> KernelSymbols:
     import io
 
     from elftools.common.exceptions import ELFError
@@ -70,7 +70,7 @@ def _elf_symbols(data: bytes, source: str) -> KernelSymbols:
 
     out = KernelSymbols(source)
     try:
-        elf = ELFFile(io.BytesIO(data))
+        elf = ELFFile(io.BytesIO(data) if isinstance(data, bytes) else data)
         for sec in elf.iter_sections():
             if isinstance(sec, SymbolTableSection):
                 for sym in sec.iter_symbols():
@@ -134,11 +134,13 @@ def load_symbols(path: str | Path) -> KernelSymbols:
     """Symbols from a System.map, a vmlinux (ELF, stripped or not) or a bzImage (``vmlinuz``)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            head = f.read(4)
+            if head == b"\x7fELF":  # a vmlinux with debug info is hundreds of MiB: stream it
+                return _elf_symbols(f, str(p))
+        data = p.read_bytes()  # a bzImage or a System.map: a few MiB
     except OSError as e:
         raise UsageError(f"cannot read {p}: {e.strerror}") from None
-    if data[:4] == b"\x7fELF":
-        return _elf_symbols(data, str(p))
     if data[0x202:0x206] == b"HdrS":
         return _elf_symbols(_bzimage_payload(data, str(p)), f"{p} (vmlinux inside)")
     syms = KernelSymbols(str(p), parse_system_map(data.decode("ascii", "replace")))
