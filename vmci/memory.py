@@ -164,6 +164,11 @@ class PhysicalMemory(ABC):
                     yield pos, ext.data
                 pos += ext.size
 
+    def data_chunks(self, max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        """Like :meth:`chunks`, but may leave out stretches the container knows are all zero
+        (pages never written, a kdump's shared zero page): what a search for bytes needs."""
+        return self.chunks(max_size=max_size)
+
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         """Yield ``(paddr, page)`` for every fully readable page in ``[start, end)``."""
         ps = self.page_size
@@ -218,6 +223,19 @@ class SparseMemory(PhysicalMemory):
     def stored_pages(self) -> Iterator[int]:
         """Page frame numbers that hold written data, in ascending order."""
         return iter(sorted(self._pages))
+
+    def data_chunks(self, max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        # only runs of stored pages: a page never written reads as zeros
+        ps = self.page_size
+        run: list[int] = []
+        for pfn in [*self.stored_pages(), -1]:
+            if run and (pfn != run[-1] + 1 or len(run) * ps >= max_size):
+                start = run[0] * ps
+                if self.readable(start, len(run) * ps):
+                    yield start, self.read(start, len(run) * ps)
+                run = []
+            if pfn >= 0:
+                run.append(pfn)
 
     def write(self, paddr: int, data: Buffer) -> None:
         """Write ``data`` at ``paddr``; the whole span must lie inside :attr:`ranges`."""

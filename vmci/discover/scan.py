@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..errors import VmciError
 from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
-from ..memory import Buffer, PhysicalMemory, SparseMemory
+from ..memory import Buffer, PhysicalMemory
 from ..vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
 from .evidence import Candidate, Evidence, Finding
 
@@ -114,30 +114,9 @@ class _Reporter:
 
 
 def _segments(mem: PhysicalMemory) -> Iterator[tuple[int, Buffer]]:
-    """Large readable buffers covering everything that could hold a note.
-
-    Pages a :class:`SparseMemory` never stored read as zeros and cannot hold one, so only
-    runs of stored pages are read there.
-    """
-    if isinstance(mem, SparseMemory):
-        ps = mem.page_size
-        run: list[int] = []
-        for pfn in mem.stored_pages():
-            if run and (pfn != run[-1] + 1 or len(run) * ps >= CHUNK):
-                yield from _read_run(mem, run)
-                run = []
-            run.append(pfn)
-        yield from _read_run(mem, run)
-        return
-    yield from mem.chunks(max_size=CHUNK)
-
-
-def _read_run(mem: SparseMemory, run: list[int]) -> Iterator[tuple[int, Buffer]]:
-    if run:
-        ps = mem.page_size
-        start = run[0] * ps
-        if mem.readable(start, len(run) * ps):
-            yield start, mem.read(start, len(run) * ps)
+    """Large readable buffers covering everything that could hold a note (known-zero
+    stretches left out by the container)."""
+    return mem.data_chunks(max_size=CHUNK)
 
 
 def _bytes_view(buf: Buffer) -> memoryview:
