@@ -56,11 +56,11 @@ def test_chunks_cover_readable_bytes():
 
 def test_data_chunks_leave_out_only_pages_never_written():
     m = SparseMemory([Range(0, 0x10000), Range(0x20000, 0x4000)])
-    m.write(0x1FFE, b"ab")  # straddles pages 1 and 2
+    m.write(0x1FFF, b"ab")  # straddles pages 1 and 2
     m.write(0x21000, b"c")
     got = [(a, bytes(b)) for a, b in m.data_chunks()]
     assert [(a, len(b)) for a, b in got] == [(0x1000, 0x2000), (0x21000, 0x1000)]
-    assert got[0][1][0xFFE:0x1000] == b"ab" and got[1][1][0] == ord("c")
+    assert got[0][1][0xFFF:0x1001] == b"ab" and got[1][1][0] == ord("c")
     # the generic form keeps every readable byte
     generic = b"".join(bytes(b) for _, b in super(SparseMemory, m).data_chunks())
     assert len(generic) == m.size
