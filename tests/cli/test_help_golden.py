@@ -1,0 +1,20 @@
+"""CLI help, options and exit-code text stay as documented: ``--help`` of every command equals a
+stored copy (``golden/help-*.txt``, written with ``COLUMNS=100 NO_COLOR=1``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.analysis.test_golden import ROOT, run_cli
+
+GOLDEN = Path(__file__).parent / "golden"
+COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "kaslr", "drgn", "generate")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c or "main" for c in COMMANDS])
+def test_help_unchanged(command: str) -> None:
+    p = run_cli([*([command] if command else []), "--help"], ROOT)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode() == (GOLDEN / f"help-{command or 'main'}.txt").read_text()
