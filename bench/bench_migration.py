@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.memory import Range, SparseMemory
-from vmci.producer.migration import VmcoreinfoRecord, standard_devices, write_migration
+from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_migration
 
 MIB = 1 << 20
 NOTE_PADDR = 0x1300000

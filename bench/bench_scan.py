@@ -14,8 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from vmci.core.memory import Extent, PhysicalMemory, Range
 from vmci.discover.scan import scan
-from vmci.memory import Extent, PhysicalMemory, Range
 from vmci.producer.linux import KernelLayout, note_buffer, vmcoreinfo_text
 
 MiB = 1 << 20

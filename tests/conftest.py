@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.formats.notes import encode_notes
-from vmci.memory import Range, SparseMemory
 
 SAMPLE_VMCOREINFO = (
     b"OSRELEASE=6.1.0-vmci-test\n"

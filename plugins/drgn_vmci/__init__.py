@@ -1,7 +1,7 @@
 """vmci's drgn plugin (entry point ``vmci`` in the ``drgn.plugins`` group).
 
 - ``%vmci kaslr|provenance|checks|release`` commands (``drgn.commands``), on the program's core
-  dump (``prog.core_dump_path``, or the dump :func:`vmci.drgn.program_from_dump` recorded);
+  dump (``prog.core_dump_path``, or the dump :func:`vmci.integrations.drgn.program_from_dump` recorded);
 - a ``drgn_prog_set`` hook that warns when a kernel program's VMCOREINFO lacks ``KERNELOFFSET`` or
   ``NUMBER(phys_base)``, when the text is synthesized, when vmci's page-table answer disagrees with
   what drgn loaded, and when a dump drgn took for a userspace core holds a kernel.  Set
@@ -42,8 +42,8 @@ def dump_path(prog: drgn.Program) -> str | None:
 def kaslr_dict(prog: drgn.Program) -> dict[str, Any]:
     """vmci's KASLR report for the program's dump, compared with the program's own VMCOREINFO."""
     from vmci.formats import open_dump
-    from vmci.kaslr import kaslr_report
-    from vmci.vmcoreinfo import VmcoreInfo
+    from vmci.kernel.kaslr import kaslr_report
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
 
     path = dump_path(prog)
     if path is None:
@@ -79,8 +79,8 @@ def _print_kaslr(k: dict[str, Any]) -> None:
 )
 def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
     if args.action == "release":
-        from vmci.synth import release_via
-        from vmci.vmcoreinfo import VmcoreInfo
+        from vmci.kernel.synthesize import release_via
+        from vmci.kernel.vmcoreinfo import VmcoreInfo
 
         raw = _text(prog)
         rel = release_via(VmcoreInfo.parse(raw), prog.read) if raw is not None else None
@@ -93,7 +93,7 @@ def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs:
         else:
             _print_kaslr(k)
         return k
-    from vmci.analyze import analyze
+    from vmci.analysis.analyze import analyze
     from vmci.formats import open_dump
 
     path = dump_path(prog)
@@ -130,7 +130,7 @@ def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs:
 
 def _check(prog: drgn.Program) -> list[str]:
     """The warnings the hook prints (also used by tests)."""
-    from vmci.vmcoreinfo import VmcoreInfo
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
 
     out: list[str] = []
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:

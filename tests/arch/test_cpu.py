@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmci.cpu import (
+from vmci.arch.x86_64.cpu import (
     CpuState,
     cpus_from_notes,
     parse_prstatus,
@@ -17,7 +17,7 @@ from vmci.cpu import (
     prstatus_desc,
     qemu_cpu_desc,
 )
-from vmci.dump import Note
+from vmci.core.dump import Note
 from vmci.errors import FormatError, TruncatedError, UsageError
 from vmci.layouts.prstatus import I386_USER_REGS, X86_64_USER_REGS
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmci.arch.x86_64 import (
+from vmci.arch.x86_64.cpu import CpuState
+from vmci.arch.x86_64.paging import (
     DEFAULT_TEXT,
     START_KERNEL_MAP,
     KernelVirtualMemory,
@@ -21,9 +22,8 @@ from vmci.arch.x86_64 import (
     translate,
     walk,
 )
-from vmci.cpu import CpuState
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, MemoryReadError, NotFoundError
-from vmci.memory import Range, SparseMemory
 from vmci.producer.pagetables import KB4, MB2, KernelTables, build_kernel_page_tables
 
 RAM_TOP = 0x80000000  # 2 GiB, sparse: only written pages cost memory

@@ -1,4 +1,4 @@
-"""The ACPI reader (vmci.acpi) over guest memory made by the producer (QEMU devices + firmware):
+"""The ACPI reader (vmci.firmware.acpi) over guest memory made by the producer (QEMU devices + firmware):
 RSDP search, RSDT/XSDT walk, SSDT lookup, VCIA/VGIA, and its verdicts on bad or missing data."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmci import acpi
-from vmci.discover.evidence import Evidence
-from vmci.memory import Extent, PhysicalMemory, Range, SparseMemory
+from vmci.core.evidence import Evidence
+from vmci.core.memory import Extent, PhysicalMemory, Range, SparseMemory
+from vmci.firmware import acpi
 from vmci.producer import aml
-from vmci.producer.acpi import build_rsdp, build_rsdt, vmcoreinfo_ssdt
+from vmci.producer.acpi_tables import build_rsdp, build_rsdt, vmcoreinfo_ssdt
 from vmci.producer.devices import RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import FirmwareResult, boot
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from vmci.acpi import find_ssdt
+from vmci.core.memory import Range, SparseMemory
 from vmci.discover.acpi_walk import walk_acpi
 from vmci.discover.blob import walk_blob
-from vmci.memory import Range, SparseMemory
+from vmci.firmware.acpi import find_ssdt
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo

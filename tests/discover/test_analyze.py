@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from vmci.analyze import analyze
+from vmci.analysis.analyze import analyze
+from vmci.analysis.report import ANALYZE_SCHEMA, validate
+from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.elf import write_elf
-from vmci.formats.kdump import write_kdump
+from vmci.formats.elf.reader import write_elf
+from vmci.formats.kdump.reader import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
-from vmci.memory import Range, SparseMemory
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
-from vmci.report import ANALYZE_SCHEMA, validate
 
 MiB = 1 << 20
 SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.discover.blob import MAX_GUEST_NOTE_SIZE, walk_blob
-from vmci.discover.evidence import Finding
+from vmci.discover.finding import Finding
+from vmci.kernel.vmcoreinfo import build_note
 from vmci.layouts.acpi import SdtHeader, checksum8
-from vmci.memory import Range, SparseMemory
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
-from vmci.vmcoreinfo import build_note
 
 MiB = 1 << 20
 RAM = 128 * MiB

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from vmci.checks import QEMU_PHYS_BASE_BUG, qemu_hex_phys_base, run_checks
+from vmci.analysis.checks import QEMU_PHYS_BASE_BUG, qemu_hex_phys_base, run_checks
+from vmci.core.dump import Dump
+from vmci.core.memory import Range, SparseMemory
 from vmci.discover.run import find_vmcoreinfo
-from vmci.dump import Dump
 from vmci.formats import open_dump
-from vmci.formats.kdump import write_kdump
+from vmci.formats.kdump.reader import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
-from vmci.memory import Range, SparseMemory
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
 
 MiB = 1 << 20

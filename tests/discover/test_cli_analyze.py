@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from vmci.formats.elf import write_elf
+from vmci.analysis.report import ANALYZE_SCHEMA, validate
+from vmci.core.memory import Range, SparseMemory
+from vmci.formats.elf.reader import write_elf
 from vmci.formats.notes import encode_notes
-from vmci.memory import Range, SparseMemory
+from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import KernelLayout, place_vmcoreinfo
-from vmci.report import ANALYZE_SCHEMA, validate
-from vmci.vmcoreinfo import build_note
 
 SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 GUID = "00112233-4455-6677-8899-aabbccddeeff"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.discover.fw_cfg import check_record
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
-from vmci.memory import Range, SparseMemory
 from vmci.producer.devices import LinuxFwCfgWriter, UpstreamVmcoreinfoDevice
-from vmci.producer.fwcfg import FwCfg
+from vmci.producer.fw_cfg import FwCfg
 from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20

@@ -9,7 +9,7 @@ import pytest
 
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.producer.migration import VmcoreinfoRecord, standard_devices, write_migration
+from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_migration
 from vmci.producer.scenario import Scenario, build
 
 

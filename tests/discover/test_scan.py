@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from vmci.core.memory import Extent, PhysicalMemory, Range, SparseMemory
 from vmci.discover import scan as scan_mod
 from vmci.discover.scan import scan
-from vmci.memory import Extent, PhysicalMemory, Range, SparseMemory
+from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.linux import KernelLayout, capture_kernel, place_vmcoreinfo, vmcoreinfo_text
-from vmci.vmcoreinfo import build_note
 
 MiB = 1 << 20
 # a small KASLR'd kernel that fits in 64 MiB: init_uts_ns lands at ~58 MiB

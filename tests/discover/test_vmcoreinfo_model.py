@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmci.errors import FormatError, TruncatedError, VmciError
-from vmci.layouts.note import NoteHeaderBE, NoteHeaderLE
-from vmci.vmcoreinfo import (
+from vmci.kernel.vmcoreinfo import (
     VMCOREINFO_NOTE_SIZE,
     PhysBase,
     VmcoreInfo,
@@ -18,6 +17,7 @@ from vmci.vmcoreinfo import (
     c_int,
     parse_note,
 )
+from vmci.layouts.note import NoteHeaderBE, NoteHeaderLE
 
 GOOD = (
     b"OSRELEASE=6.1.0-18-amd64\n"

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from vmci.memory import Range, SparseMemory
+from vmci.analysis.vmgenid import canonical, find_vmgenid, guid_from_ram
+from vmci.core.memory import Range, SparseMemory
 from vmci.producer.devices import VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.vmgenid import canonical, find_vmgenid, guid_from_ram
 
 SEED_GUID = "00112233-4455-6677-8899-aabbccddeeff"  # seed 000
 

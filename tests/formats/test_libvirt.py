@@ -12,11 +12,11 @@ from pathlib import Path
 import cramjam
 import pytest
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats import open_dump
+from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_libvirt, write_migration
 from vmci.layouts.migration import libvirt_header
-from vmci.memory import Range, SparseMemory
-from vmci.producer.migration import VmcoreinfoRecord, standard_devices, write_libvirt, write_migration
 
 MIB = 1 << 20
 XML = "<domain type='kvm'><name>guest</name></domain>"

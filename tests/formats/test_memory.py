@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vmci.core.memory import Range, SparseMemory, merge_ranges
 from vmci.errors import HoleError, UsageError
-from vmci.memory import Range, SparseMemory, merge_ranges
 
 
 def test_merge_ranges_joins_touching_and_overlapping():

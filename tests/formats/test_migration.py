@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import ExcludedPageError, FormatError, NotFoundError, UnsupportedError, VmciError
 from vmci.formats import open_dump
-from vmci.formats.migration import below_4g_size
+from vmci.formats.migration.reader import below_4g_size
+from vmci.formats.migration.writer import Device, VmcoreinfoRecord, standard_devices, write_migration
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.layouts.migration import (
     RAM_SAVE_FLAG_COMPRESS_PAGE,
@@ -25,8 +27,6 @@ from vmci.layouts.migration import (
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
 )
-from vmci.memory import Range, SparseMemory
-from vmci.producer.migration import Device, VmcoreinfoRecord, standard_devices, write_migration
 
 MIB = 1 << 20
 PS = 4096

@@ -12,11 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmci.arch.x86_64 import kaslr_from_page_tables
-from vmci.cpu import CpuState
+from vmci.arch.x86_64.cpu import CpuState
+from vmci.arch.x86_64.paging import kaslr_from_page_tables
+from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.migration_cpu import CpuSectionError, decode_cpu_section
-from vmci.kaslr import kaslr_for_dump
+from vmci.formats.migration.cpu import CpuSectionError, decode_cpu_section
+from vmci.formats.migration.cpu_writer import cpu_devices, cpu_payload, cpu_values, write_migration_with_cpus
+from vmci.formats.migration.writer import Device, standard_devices, write_migration
+from vmci.kernel.kaslr import kaslr_for_dump
 from vmci.layouts.migration import QEMU_VM_SUBSECTION, SubsectionHeader
 from vmci.layouts.migration_cpu import (
     CPU_VERSION,
@@ -25,9 +28,6 @@ from vmci.layouts.migration_cpu import (
     VmstateDescriptionError,
     vmstate_struct,
 )
-from vmci.memory import Range, SparseMemory
-from vmci.producer.migration import Device, standard_devices, write_migration
-from vmci.producer.migration_cpu import cpu_devices, cpu_payload, cpu_values, write_migration_with_cpus
 from vmci.producer.scenario import Scenario, build
 
 MIB = 1 << 20
@@ -155,7 +155,7 @@ def test_generated_guest_kaslr_from_saved_state(tmp_path: Path, kw: dict[str, An
     g = build(Scenario(ram=64 * MIB, device="upstream", **kw))
     assert g.kernel is not None
     rec = g.vmcoreinfo_device.record()
-    from vmci.producer.migration import VmcoreinfoRecord
+    from vmci.formats.migration.writer import VmcoreinfoRecord
 
     devices = standard_devices(vmcoreinfo_record=VmcoreinfoRecord(**rec))
     p = write(tmp_path, "guest.qevm", memory=g.mem, cpus=g.cpus, devices=devices)

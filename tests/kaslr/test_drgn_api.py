@@ -1,4 +1,4 @@
-"""vmci.drgn: drgn 0.3.0 loads dumps it refuses alone, through every route; CLI `vmci drgn` and
+"""vmci.integrations.drgn: drgn 0.3.0 loads dumps it refuses alone, through every route; CLI `vmci drgn` and
 `vmci vmcoreinfo -o F` + `drgn --vmcoreinfo F -c DUMP`."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typer.testing import CliRunner
 
 from vmci.cli import app
 from vmci.errors import NotFoundError
+from vmci.kernel.synthesize import release_via
+from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
-from vmci.synth import release_via
-from vmci.vmcoreinfo import VmcoreInfo
 
 drgn = pytest.importorskip("drgn", reason="drgn not installed (pip install 'vmci[drgn]')")
-from vmci.drgn import program_from_dump  # noqa: E402
+from vmci.integrations.drgn import program_from_dump  # noqa: E402
 
 READ_RELEASE = (
-    "from vmci.vmcoreinfo import VmcoreInfo; from vmci.synth import release_via; "
+    "from vmci.kernel.vmcoreinfo import VmcoreInfo; from vmci.kernel.synthesize import release_via; "
     'print("RELEASE=" + release_via(VmcoreInfo.parse(prog["VMCOREINFO"].string_()), prog.read))'
 )
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from vmci.formats.elf import write_elf
+from vmci.formats.elf.reader import write_elf
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
 
 drgn = pytest.importorskip("drgn", reason="drgn not installed (pip install 'vmci[drgn]')")
 from drgn.commands import run_command  # noqa: E402
 
-from vmci.drgn import program_from_dump  # noqa: E402
+from vmci.integrations.drgn import program_from_dump  # noqa: E402
 
 
 def make(

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vmci.analyze import analyze
-from vmci.arch.x86_64 import read_virtual
+from vmci.analysis.analyze import analyze
+from vmci.analysis.report import ANALYZE_SCHEMA, validate
+from vmci.arch.x86_64.paging import read_virtual
 from vmci.cli import app
 from vmci.errors import FormatError
 from vmci.formats import open_dump
-from vmci.kaslr import KernelSymbols, kaslr_for_dump, kaslr_report, load_symbols
+from vmci.kernel.kaslr import KernelSymbols, kaslr_for_dump, kaslr_report, load_symbols
+from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
-from vmci.report import ANALYZE_SCHEMA, validate
-from vmci.vmcoreinfo import VmcoreInfo
 
 
 def guest(

@@ -11,9 +11,9 @@ from vmci.cli import app
 from vmci.discover.run import find_vmcoreinfo
 from vmci.errors import NotFoundError
 from vmci.formats import open_dump
+from vmci.kernel.synthesize import MARK, is_synthesized, release_via, synthesize
+from vmci.kernel.vmcoreinfo import DRGN_REQUIRED, VmcoreInfo
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
-from vmci.synth import MARK, is_synthesized, release_via, synthesize
-from vmci.vmcoreinfo import DRGN_REQUIRED, VmcoreInfo
 
 
 def noteless(tmp_path: Path, fmt: str = "elf", processes: int = 0, **kw: object) -> tuple[Guest, Path]:
@@ -49,7 +49,7 @@ def test_synthesized_values_equal_truth(tmp_path: Path, la57: bool, pti: bool, f
     assert not [w for w in vi.warnings if w.code in ("missing-key", "missing-kaslr-key", "bad-value")]
     assert set(DRGN_REQUIRED) <= set(vi.keys()) and "SYMBOL(swapper_pg_dir)" in s.sources
     # the text's own address reads the release back out of the dump through the page tables
-    from vmci.arch.x86_64 import read_virtual
+    from vmci.arch.x86_64.paging import read_virtual
 
     with open_dump(path) as d:
         rel = release_via(vi, lambda va, n: read_virtual(d.memory, t.pgd, va, n, la57))

@@ -20,7 +20,7 @@ from vmci.layouts.table_loader import (
     ZONE_HIGH,
     parse_script,
 )
-from vmci.producer import acpi
+from vmci.producer import acpi_tables as acpi
 from vmci.producer.devices import RfcVmcoreinfoDevice, VmgenidDevice
 
 

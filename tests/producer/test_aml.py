@@ -1,5 +1,5 @@
 """The AML encoder: exact byte patterns, PkgLength and integer round trips through the reader's
-tiny decoder (vmci.acpi)."""
+tiny decoder (vmci.firmware.acpi)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmci.acpi import decode_integer, decode_name_string, decode_pkg_length, parse_leading_name
 from vmci.errors import FormatError
+from vmci.firmware.acpi import decode_integer, decode_name_string, decode_pkg_length, parse_leading_name
 from vmci.layouts.acpi import SdtHeader, checksum8
 from vmci.producer import aml
 

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmci.acpi import Table, find_ssdt
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, NotFoundError, UsageError
+from vmci.firmware.acpi import Table, find_ssdt
 from vmci.layouts.fw_cfg import (
     DMA_CTL_ERROR,
     DMA_CTL_READ,
@@ -24,7 +25,6 @@ from vmci.layouts.fw_cfg import (
     VmgenidPage,
     vmcoreinfo_rfc_page,
 )
-from vmci.memory import Range, SparseMemory
 from vmci.producer.devices import (
     LinuxFwCfgWriter,
     RfcGuestDriver,
@@ -34,7 +34,7 @@ from vmci.producer.devices import (
     evaluate_addr,
 )
 from vmci.producer.firmware import boot
-from vmci.producer.fwcfg import FwCfg, dma_write_file
+from vmci.producer.fw_cfg import FwCfg, dma_write_file
 
 NOTE_PADDR, NOTE_SIZE = 0x2A3F000, 4132
 

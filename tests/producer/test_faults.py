@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmci import acpi as reader
 from vmci.errors import UsageError
+from vmci.firmware import acpi as reader
 from vmci.formats import open_dump
 from vmci.layouts.acpi import checksum8
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent

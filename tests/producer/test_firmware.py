@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, UsageError
 from vmci.layouts.acpi import SdtHeader, checksum8
 from vmci.layouts.fw_cfg import FwCfgDmaAccess
@@ -21,11 +22,10 @@ from vmci.layouts.table_loader import (
     build_entry,
     parse_script,
 )
-from vmci.memory import Range, SparseMemory
-from vmci.producer.acpi import LOADER_FILE, build_acpi, install_acpi
+from vmci.producer.acpi_tables import LOADER_FILE, build_acpi, install_acpi
 from vmci.producer.devices import RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import FSEG_END, FSEG_START, Firmware, boot
-from vmci.producer.fwcfg import FwCfg
+from vmci.producer.fw_cfg import FwCfg
 
 RAM = 0x8000000  # 128 MiB
 SEED_GUID = "00112233-4455-6677-8899-AABBCCDDEEFF"

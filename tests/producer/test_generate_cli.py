@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from vmci.cli.generate import generate
 from vmci.formats import open_dump
-from vmci.generate_cli import generate
 
 TESTDATA = Path(__file__).resolve().parents[2] / "testdata"
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError
-from vmci.memory import Range, SparseMemory
+from vmci.kernel.vmcoreinfo import KERNEL_LINE_BYTES, VmcoreInfo, parse_note
 from vmci.producer.linux import (
     PROFILES,
     KernelLayout,
@@ -16,7 +17,6 @@ from vmci.producer.linux import (
     place_vmcoreinfo,
     vmcoreinfo_text,
 )
-from vmci.vmcoreinfo import KERNEL_LINE_BYTES, VmcoreInfo, parse_note
 
 
 def lines(layout: KernelLayout, **kw: int) -> list[str]:

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from vmci.arch.x86_64 import (
+from vmci.arch.x86_64.cpu import cpus_from_notes, prstatus_desc, qemu_cpu_desc
+from vmci.arch.x86_64.paging import (
     CR0_PE,
     CR0_PG,
     CR4_LA57,
@@ -19,10 +20,9 @@ from vmci.arch.x86_64 import (
     translate,
     walk,
 )
-from vmci.cpu import cpus_from_notes, prstatus_desc, qemu_cpu_desc
-from vmci.dump import Note
+from vmci.core.dump import Note
+from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError
-from vmci.memory import Range, SparseMemory
 from vmci.producer.pagetables import (
     GB1,
     KB4,

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from vmci import acpi as reader
-from vmci.arch.x86_64 import START_KERNEL_MAP, KernelVirtualMemory
+from vmci.arch.x86_64.paging import START_KERNEL_MAP, KernelVirtualMemory
+from vmci.core.memory import Range
 from vmci.errors import UsageError
+from vmci.firmware import acpi as reader
 from vmci.formats import open_dump
 from vmci.layouts.fw_cfg import GuidLE, VmcoreinfoRfcContent
-from vmci.memory import Range
 from vmci.producer.guest import BIOS_ROM_BASE, guest_layout, split_ram
 from vmci.producer.scenario import Scenario, build, generate
 

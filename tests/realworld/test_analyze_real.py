@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from vmci.analyze import analyze
+from vmci.analysis.analyze import analyze
+from vmci.analysis.vmgenid import canonical, find_vmgenid
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.vmgenid import canonical, find_vmgenid
 
 pytestmark = pytest.mark.realworld
 FORMATS = ["elf", "elf_paging", "kdump_zlib"]

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from vmci.arch.x86_64 import START_KERNEL_MAP
+from vmci.arch.x86_64.paging import START_KERNEL_MAP
 from vmci.errors import FormatError
 from vmci.formats import open_dump
-from vmci.kaslr import kaslr_report, load_symbols
-from vmci.synth import synthesize
+from vmci.kernel.kaslr import kaslr_report, load_symbols
+from vmci.kernel.synthesize import synthesize
+from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.testing.qemu import KernelFiles, RealGuest
-from vmci.vmcoreinfo import VmcoreInfo
 
 pytestmark = pytest.mark.realworld
 DUMPS = ["elf", "elf_paging", "kdump_zlib"]
-READ_RELEASE = ('from vmci.vmcoreinfo import VmcoreInfo; from vmci.synth import release_via; '
+READ_RELEASE = ('from vmci.kernel.vmcoreinfo import VmcoreInfo; '
+                'from vmci.kernel.synthesize import release_via; '
                 'print("RELEASE=" + release_via(VmcoreInfo.parse(prog["VMCOREINFO"].string_()), prog.read))')
 
 
@@ -92,8 +93,8 @@ def test_drgn_loads_noteless_dumps(without_device: RealGuest, which: str, synth:
     drgn = pytest.importorskip("drgn", reason="drgn not installed")
     from drgn.commands import run_command
 
-    from vmci.drgn import program_from_dump
-    from vmci.synth import release_via
+    from vmci.integrations.drgn import program_from_dump
+    from vmci.kernel.synthesize import release_via
 
     path = without_device[which]
     # plain drgn: "unrecognized QEMU memory dump" (ELF), "linux.vmcoreinfo.raw is not set" (kdump)

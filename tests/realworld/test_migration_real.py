@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from vmci.dump import Dump
+from vmci.core.dump import Dump
 from vmci.formats import open_dump
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.testing.qemu import SCENARIOS, RealGuest

@@ -1,2 +1,2 @@
 """Discovery strategies: each looks for the VMCOREINFO text in one place and returns a
-:class:`~vmci.discover.evidence.Finding` with the evidence trail behind its answer."""
+:class:`~vmci.discover.finding.Finding` with the evidence trail behind its answer."""

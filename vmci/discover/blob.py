@@ -10,13 +10,14 @@ the fw_cfg-record strategy.
 
 from __future__ import annotations
 
-from ..acpi import ovmf_probe
-from ..errors import VmciError
-from ..layouts.fw_cfg import PAGE_BLOB_SIZE, RFC_OFFSET_V1, RFC_OFFSET_V2, VmcoreinfoRfcContent
-from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
-from ..memory import PhysicalMemory
-from ..vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
-from .evidence import Candidate, Evidence, Finding
+from vmci.core.evidence import Evidence
+from vmci.core.memory import PhysicalMemory
+from vmci.discover.finding import Candidate, Finding
+from vmci.errors import VmciError
+from vmci.firmware.acpi import ovmf_probe
+from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
+from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, RFC_OFFSET_V1, RFC_OFFSET_V2, VmcoreinfoRfcContent
+from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 
 #: QEMU's dump_init refuses guest notes larger than this (MAX_GUEST_NOTE_SIZE).
 MAX_GUEST_NOTE_SIZE = 1 << 20

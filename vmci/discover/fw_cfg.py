@@ -7,10 +7,10 @@ note's own size within ``size``) and the rest of what makes the note usable.
 
 from __future__ import annotations
 
-from ..layouts.fw_cfg import VMCOREINFO_FORMAT_ELF, VMCOREINFO_FORMAT_NONE, FwCfgVmcoreinfo
-from ..memory import PhysicalMemory
-from .blob import _conclude, read_guest_note
-from .evidence import Candidate, Finding
+from vmci.core.memory import PhysicalMemory
+from vmci.discover.blob import _conclude, read_guest_note
+from vmci.discover.finding import Candidate, Finding
+from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF, VMCOREINFO_FORMAT_NONE, FwCfgVmcoreinfo
 
 RECORD_SIZE = FwCfgVmcoreinfo.sizeof()
 _FORMATS = {VMCOREINFO_FORMAT_NONE: "NONE", VMCOREINFO_FORMAT_ELF: "ELF"}

@@ -8,9 +8,9 @@ readers sees another text (or none).
 
 from __future__ import annotations
 
-from ..dump import Dump
-from ..vmcoreinfo import VmcoreInfo
-from .evidence import Candidate, Finding
+from vmci.core.dump import Dump
+from vmci.discover.finding import Candidate, Finding
+from vmci.kernel.vmcoreinfo import VmcoreInfo
 
 KDUMP_NOTES = "kdump notes"
 

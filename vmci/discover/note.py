@@ -8,9 +8,9 @@ notes that carry such a text under another name or type are reported, not used.
 
 from __future__ import annotations
 
-from ..dump import Dump, Note
-from ..vmcoreinfo import VMCOREINFO_NOTE_TYPE, VmcoreInfo
-from .evidence import Candidate, Finding
+from vmci.core.dump import Dump, Note
+from vmci.discover.finding import Candidate, Finding
+from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_TYPE, VmcoreInfo
 
 NAME = "VMCOREINFO"
 

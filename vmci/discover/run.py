@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dump import Dump
-from ..errors import UsageError
-from .evidence import Candidate, Evidence, Finding
+from vmci.core.dump import Dump
+from vmci.core.evidence import Evidence
+from vmci.discover.finding import Candidate, Finding
+from vmci.errors import UsageError
 
 Progress = Callable[[int, int], None]
 
@@ -107,23 +108,23 @@ def find_vmcoreinfo(
         return any(f.found for f in d.findings)
 
     if run("elf-note"):
-        from .note import find_note
+        from vmci.discover.note import find_note
 
         d.findings.append(find_note(dump))
     if run("kdump-header") and (wanted is not None or dump.format.startswith("kdump")):
-        from .kdump_header import find_kdump_header
+        from vmci.discover.kdump_header import find_kdump_header
 
         d.findings.append(find_kdump_header(dump))
     if run("address-blob") and addr_blob is not None:
-        from .blob import walk_blob
+        from vmci.discover.blob import walk_blob
 
         d.findings.append(walk_blob(mem, addr_blob, rfc_offset=rfc_offset))
     if run("fw-cfg-record") and fw_cfg_record is not None:
-        from .fw_cfg import check_record
+        from vmci.discover.fw_cfg import check_record
 
         d.findings.append(check_record(mem, fw_cfg_record, byteorder=dump.byte_order))
     if run("acpi"):
-        from .acpi_walk import walk_acpi
+        from vmci.discover.acpi_walk import walk_acpi
 
         # The F-segment first (SeaBIOS puts the RSDP there; a cheap look).  All of RAM (OVMF
         # puts it anywhere) only when asked, or when no RSDP is there and nothing has a text yet.
@@ -135,7 +136,7 @@ def find_vmcoreinfo(
                 f = walk_acpi(mem, rfc_offset=rfc_offset, scan_all=True)
         d.findings.append(f)
     if (wanted is not None and "memory-scan" in wanted) or (wanted is None and not found()):
-        from .scan import scan
+        from vmci.discover.scan import scan
 
         d.findings.append(scan(mem, byteorder=dump.byte_order, progress=progress))
     _choose(d)

@@ -21,11 +21,12 @@ import string
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from ..errors import VmciError
-from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
-from ..memory import Buffer, PhysicalMemory
-from ..vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
-from .evidence import Candidate, Evidence, Finding
+from vmci.core.evidence import Evidence
+from vmci.core.memory import Buffer, PhysicalMemory
+from vmci.discover.finding import Candidate, Finding
+from vmci.errors import VmciError
+from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
+from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 
 NEEDLE = VMCOREINFO_NOTE_NAME + b"\0"
 TEXT_MAGIC = b"OSRELEASE="

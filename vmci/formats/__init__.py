@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..dump import Dump
-from ..errors import FormatError, UsageError
-from ..layouts.magic import ELF_MAGIC, LIBVIRT_MAGICS, QEVM_MAGIC, is_flattened, is_kdump
-from .source import FileSource
+from vmci.core.dump import Dump
+from vmci.errors import FormatError, UsageError
+from vmci.formats.source import FileSource
+from vmci.layouts.magic import ELF_MAGIC, LIBVIRT_MAGICS, QEVM_MAGIC, is_flattened, is_kdump
 
 FORMATS = ("auto", "elf", "kdump", "flattened", "raw")
 
@@ -40,30 +40,30 @@ def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
     # readers are imported only for the format at hand: each costs tens of milliseconds
     head = src.read(0, min(src.size, 64))
     if format == "raw":
-        from .raw import read_raw
+        from vmci.formats.raw import read_raw
 
         return read_raw(src, path, raw_base)
     if head[:4] == ELF_MAGIC and format in ("auto", "elf"):
-        from .elf import read_elf
+        from vmci.formats.elf.reader import read_elf
 
         return read_elf(src, path)
     if is_kdump(head) and format in ("auto", "kdump"):
-        from .kdump import read_kdump
+        from vmci.formats.kdump.reader import read_kdump
 
         return read_kdump(src, path)
     if is_flattened(head) and format in ("auto", "flattened", "kdump", "elf"):
-        from .flattened import FlattenedSource
+        from vmci.formats.flattened import FlattenedSource
 
         src.close()
         flat = FlattenedSource(path)
         try:
             inner = flat.read(0, min(flat.size, 64))
             if is_kdump(inner):
-                from .kdump import read_kdump
+                from vmci.formats.kdump.reader import read_kdump
 
                 dump = read_kdump(flat, path, container="flattened")
             elif inner[:4] == ELF_MAGIC:
-                from .elf import read_elf
+                from vmci.formats.elf.reader import read_elf
 
                 dump = read_elf(flat, path, container="flattened")
             else:
@@ -77,11 +77,11 @@ def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
         dump.facts["flattened_records"] = flat.records
         return dump
     if head[:4] == QEVM_MAGIC:
-        from .migration import read_migration
+        from vmci.formats.migration.reader import read_migration
 
         return read_migration(src, path)
     if head[:16] in LIBVIRT_MAGICS:
-        from .libvirt import read_libvirt
+        from vmci.formats.libvirt import read_libvirt
 
         return read_libvirt(src, path)
     if format != "auto":

@@ -14,9 +14,10 @@ from array import array
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import FormatError, TruncatedError
-from ..layouts import struct_format
-from ..layouts.flattened import (
+from vmci.errors import FormatError, TruncatedError
+from vmci.formats.source import Buffer, FileSource
+from vmci.layouts import struct_format
+from vmci.layouts.flattened import (
     END_FLAG,
     MDF_HEADER_SIZE,
     TYPE_FLAT_HEADER,
@@ -25,8 +26,7 @@ from ..layouts.flattened import (
     flat_header,
     flat_record,
 )
-from ..layouts.magic import is_flattened
-from .source import Buffer, FileSource
+from vmci.layouts.magic import is_flattened
 
 _HEAD = struct_format(flat_header)
 _REC = struct_format(flat_record)

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..dump import Dump
-from ..errors import FormatError, TruncatedError, UnsupportedError
-from ..layouts.migration import (
+from vmci.core.dump import Dump
+from vmci.errors import FormatError, TruncatedError, UnsupportedError
+from vmci.formats.migration.reader import read_migration
+from vmci.formats.source import FileSource, Source
+from vmci.layouts.migration import (
     LIBVIRT_FORMATS,
     LIBVIRT_HEADER_SIZE,
     LIBVIRT_MAGIC,
@@ -30,8 +32,6 @@ from ..layouts.migration import (
     LIBVIRT_VERSION,
     libvirt_header,
 )
-from .migration import read_migration
-from .source import FileSource, Source
 
 CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

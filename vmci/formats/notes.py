@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..dump import Note
-from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header, note_header_struct
-from ..memory import Buffer
+from vmci.core.dump import Note
+from vmci.core.memory import Buffer
+from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header, note_header_struct
 
 
 def decode_notes(
@@ -66,8 +66,8 @@ def find_desc(blob: bytes, name: str, byteorder: str = "little") -> tuple[int, i
 
 def cpus_from(notes: list[Note], machine: str, warnings: list[str]) -> list:
     """CPU states from the notes; a malformed CPU note costs a warning, not the dump."""
-    from ..cpu import cpus_from_notes
-    from ..errors import FormatError
+    from vmci.arch.x86_64.cpu import cpus_from_notes
+    from vmci.errors import FormatError
 
     try:
         return cpus_from_notes(notes, machine)

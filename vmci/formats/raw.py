@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ..dump import Dump
-from ..memory import Extent, PhysicalMemory, Range, is_zero
-from .source import FileSource
+from vmci.core.dump import Dump
+from vmci.core.memory import Extent, PhysicalMemory, Range, is_zero
+from vmci.formats.source import FileSource
 
 
 class RawMemory(PhysicalMemory):

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FormatError, VmciError
+from vmci.errors import FormatError, VmciError
 
 Buffer = bytes | bytearray | memoryview
 

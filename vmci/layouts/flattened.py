@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import construct as cs
 
-from .magic import MDF_SIGNATURE
+from vmci.layouts.magic import MDF_SIGNATURE
 
 MDF_HEADER_SIZE = 4096
 TYPE_FLAT_HEADER = 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import construct as cs
 
-from ..errors import UsageError
+from vmci.errors import UsageError
 
 FW_CFG_FILE_DIR = 0x19
 FW_CFG_FILE_FIRST = 0x20

@@ -13,8 +13,8 @@ from functools import cache
 
 import construct as cs
 
-from .magic import DISKDUMP_SIGNATURE as DISKDUMP_SIGNATURE
-from .magic import KDUMP_SIGNATURE as KDUMP_SIGNATURE
+from vmci.layouts.magic import DISKDUMP_SIGNATURE as DISKDUMP_SIGNATURE
+from vmci.layouts.magic import KDUMP_SIGNATURE as KDUMP_SIGNATURE
 
 DUMP_DH_COMPRESSED_ZLIB = 0x1
 DUMP_DH_COMPRESSED_LZO = 0x2

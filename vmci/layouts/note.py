@@ -10,7 +10,7 @@ import struct
 
 import construct as cs
 
-from . import struct_format
+from vmci.layouts import struct_format
 
 NOTE_HEADER_SIZE = 12
 NOTE_ALIGN = 4

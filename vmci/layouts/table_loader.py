@@ -10,8 +10,8 @@ from typing import Any
 
 import construct as cs
 
-from ..errors import FormatError
-from .fw_cfg import FW_CFG_MAX_FILE_PATH, CName
+from vmci.errors import FormatError
+from vmci.layouts.fw_cfg import FW_CFG_MAX_FILE_PATH, CName
 
 ENTRY_SIZE = 128
 BODY_SIZE = ENTRY_SIZE - 4

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string as _string
 
-from ..layouts.acpi import SDT_CHECKSUM_OFFSET, SdtHeader, checksum8, pad_id
+from vmci.layouts.acpi import SDT_CHECKSUM_OFFSET, SdtHeader, checksum8, pad_id
 
 ZERO_OP = 0x00
 ONE_OP = 0x01

@@ -2,7 +2,7 @@
 guest-side drivers that fill them in.
 
 QEMU side: each device registers its fw_cfg files and, for the ACPI-based ones, adds an SSDT
-and linker commands (:meth:`build_acpi`, called from :func:`vmci.producer.acpi.build_acpi`).
+and linker commands (:meth:`build_acpi`, called from :func:`vmci.producer.acpi_tables.build_acpi`).
 Guest side: :class:`RfcGuestDriver` (the RFC's out-of-tree ACPI driver) and
 :class:`LinuxFwCfgWriter` (upstream ``qemu_fw_cfg``).
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import uuid
 
-from .. import acpi as reader
-from ..errors import FormatError, MemoryReadError, NotFoundError, UsageError
-from ..layouts.fw_cfg import (
+from vmci.core.memory import SparseMemory
+from vmci.errors import FormatError, MemoryReadError, NotFoundError, UsageError
+from vmci.firmware import acpi as reader
+from vmci.layouts.fw_cfg import (
     PAGE_BLOB_SIZE,
     RFC_OFFSET_V1,
     RFC_OFFSET_V2,
@@ -25,10 +26,9 @@ from ..layouts.fw_cfg import (
     VmcoreinfoRfcContent,
     VmgenidPage,
 )
-from ..layouts.table_loader import ZONE_HIGH
-from ..memory import SparseMemory
-from . import aml
-from .acpi import (
+from vmci.layouts.table_loader import ZONE_HIGH
+from vmci.producer import aml
+from vmci.producer.acpi_tables import (
     TABLES_FILE,
     VCIA_TABLE_OFFSET,
     VGIA_TABLE_OFFSET,
@@ -37,7 +37,7 @@ from .acpi import (
     vmcoreinfo_ssdt,
     vmgenid_ssdt,
 )
-from .fwcfg import FwCfg, dma_write_file
+from vmci.producer.fw_cfg import FwCfg, dma_write_file
 
 
 def _le(blob: bytes | bytearray) -> int:

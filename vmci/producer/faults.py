@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import acpi as reader
-from ..errors import UsageError
-from ..layouts.acpi import SDT_CHECKSUM_OFFSET, SDT_HEADER_SIZE, checksum8
-from ..layouts.fw_cfg import RFC_OFFSET_V2
-from . import aml
-from .devices import RfcVmcoreinfoDevice
-from .linux import capture_kernel, place_vmcoreinfo
-from .qemu_dump import MAX_GUEST_NOTE_SIZE
+from vmci.errors import UsageError
+from vmci.firmware import acpi as reader
+from vmci.layouts.acpi import SDT_CHECKSUM_OFFSET, SDT_HEADER_SIZE, checksum8
+from vmci.layouts.fw_cfg import RFC_OFFSET_V2
+from vmci.producer import aml
+from vmci.producer.devices import RfcVmcoreinfoDevice
+from vmci.producer.linux import capture_kernel, place_vmcoreinfo
+from vmci.producer.qemu_dump import MAX_GUEST_NOTE_SIZE
 
 if TYPE_CHECKING:
-    from .scenario import Guest
+    from vmci.producer.scenario import Guest
 
 STAGES = ("machine", "qemu-device", "guest-kernel", "guest-driver", "after-boot")
 

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..acpi import ovmf_probe
-from ..errors import FormatError, UsageError, VmciError
-from ..layouts.acpi import (
+from vmci.core.memory import PAGE_SIZE, SparseMemory
+from vmci.errors import FormatError, UsageError, VmciError
+from vmci.firmware.acpi import ovmf_probe
+from vmci.layouts.acpi import (
     FADT_DSDT_OFFSET,
     FADT_FIRMWARE_CTRL_OFFSET,
     FADT_X_DSDT_OFFSET,
@@ -28,7 +29,7 @@ from ..layouts.acpi import (
     SDT_CHECKSUM_OFFSET,
     checksum8,
 )
-from ..layouts.table_loader import (
+from vmci.layouts.table_loader import (
     CMD_ADD_CHECKSUM,
     CMD_ADD_POINTER,
     CMD_ALLOCATE,
@@ -38,9 +39,16 @@ from ..layouts.table_loader import (
     ZONE_HIGH,
     parse_script,
 )
-from ..memory import PAGE_SIZE, SparseMemory
-from .acpi import LOADER_FILE, AcpiBuild, build_acpi, build_rsdp, build_rsdt, build_xsdt, install_acpi
-from .fwcfg import FwCfg, dma_write_file
+from vmci.producer.acpi_tables import (
+    LOADER_FILE,
+    AcpiBuild,
+    build_acpi,
+    build_rsdp,
+    build_rsdt,
+    build_xsdt,
+    install_acpi,
+)
+from vmci.producer.fw_cfg import FwCfg, dma_write_file
 
 FSEG_START = 0xF0000
 FSEG_END = 0x100000

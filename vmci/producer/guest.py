@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
-from ..memory import PAGE_SIZE, Range, SparseMemory
+from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
+from vmci.errors import UsageError
 
 FOUR_GIB = 1 << 32
 LOW_RAM_END = 0xA0000  # conventional memory ends where the VGA window starts

@@ -21,9 +21,9 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..errors import UsageError
-from ..memory import SparseMemory
-from ..vmcoreinfo import KERNEL_LINE_BYTES, build_note, vmcoreinfo_note_size
+from vmci.core.memory import SparseMemory
+from vmci.errors import UsageError
+from vmci.kernel.vmcoreinfo import KERNEL_LINE_BYTES, build_note, vmcoreinfo_note_size
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 #: Physical address the x86_64 kernel is linked to run at (CONFIG_PHYSICAL_START).

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..arch.x86_64 import (
+from vmci.arch.x86_64.cpu import CpuState
+from vmci.arch.x86_64.paging import (
     ADDR_MASK,
     CR0_PE,
     CR0_PG,
@@ -42,10 +43,9 @@ from ..arch.x86_64 import (
     canonical,
     va_bits,
 )
-from ..cpu import CpuState
-from ..errors import UsageError
-from ..layouts.qemu_cpu import GDT_ENTRIES, IDT_GATE64, PAGE_TABLE
-from ..memory import Range, SparseMemory
+from vmci.core.memory import Range, SparseMemory
+from vmci.errors import UsageError
+from vmci.layouts.qemu_cpu import GDT_ENTRIES, IDT_GATE64, PAGE_TABLE
 
 PAGE_OFFSET_4 = 0xFFFF888000000000
 PAGE_OFFSET_5 = 0xFF11000000000000

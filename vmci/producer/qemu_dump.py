@@ -21,17 +21,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from ..arch.x86_64 import walk
-from ..cpu import CpuState, prstatus_desc, qemu_cpu_desc
-from ..errors import FormatError, NotFoundError, UsageError
-from ..formats.elf import write_elf
-from ..formats.kdump import write_kdump
-from ..formats.notes import encode_notes
-from ..layouts.elf import EM_X86_64
-from ..layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
-from ..layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
-from ..memory import Extent, PhysicalMemory, Range, merge_ranges
-from .devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
+from vmci.arch.x86_64.cpu import CpuState, prstatus_desc, qemu_cpu_desc
+from vmci.arch.x86_64.paging import walk
+from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
+from vmci.errors import FormatError, NotFoundError, UsageError
+from vmci.formats.elf.reader import write_elf
+from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.notes import encode_notes
+from vmci.layouts.elf import EM_X86_64
+from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
+from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
+from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
 
 MAX_GUEST_NOTE_SIZE = 1 << 20
 QEMU_CPU_SIZE = 440  # QEMUCPUState with kernel_gs_base (QEMU 3.0 .. 9.x)

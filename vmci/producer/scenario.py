@@ -48,15 +48,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .. import acpi as reader
-from ..arch.x86_64 import DEFAULT_TEXT, START_KERNEL_MAP
-from ..cpu import CpuState
-from ..errors import UsageError
-from ..layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
-from ..memory import PAGE_SIZE, Range, SparseMemory
-from . import faults as fault_mod
-from .acpi import AcpiBuild, build_acpi, install_acpi
-from .devices import (
+from vmci.arch.x86_64.cpu import CpuState
+from vmci.arch.x86_64.paging import DEFAULT_TEXT, START_KERNEL_MAP
+from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
+from vmci.errors import UsageError
+from vmci.firmware import acpi as reader
+from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
+from vmci.producer import faults as fault_mod
+from vmci.producer.acpi_tables import AcpiBuild, build_acpi, install_acpi
+from vmci.producer.devices import (
     LinuxFwCfgWriter,
     RfcGuestDriver,
     RfcVmcoreinfoDevice,
@@ -64,11 +64,18 @@ from .devices import (
     VmgenidDevice,
     evaluate_addr,
 )
-from .firmware import Firmware, FirmwareResult
-from .fwcfg import FwCfg, dma_write_file
-from .guest import GuestLayout, build_memory, guest_layout
-from .linux import DEFAULT_LINK, PHYSICAL_START, KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo, profile
-from .pagetables import KernelTables, build_kernel_page_tables
+from vmci.producer.firmware import Firmware, FirmwareResult
+from vmci.producer.fw_cfg import FwCfg, dma_write_file
+from vmci.producer.guest import GuestLayout, build_memory, guest_layout
+from vmci.producer.linux import (
+    DEFAULT_LINK,
+    PHYSICAL_START,
+    KernelLayout,
+    PlacedVmcoreinfo,
+    place_vmcoreinfo,
+    profile,
+)
+from vmci.producer.pagetables import KernelTables, build_kernel_page_tables
 
 FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
 MB2 = 0x200000
@@ -197,7 +204,7 @@ class PageAllocator:
         self.rng = rng
 
     def reserve(self, r: Range) -> None:
-        from .qemu_dump import subtract
+        from vmci.producer.qemu_dump import subtract
 
         self.free = subtract(self.free, [r])
 
@@ -430,7 +437,7 @@ class Truth:
 def system_ram(g: Guest) -> list[Range]:
     """What a kdump kernel exports in /proc/vmcore: System RAM minus page 0, the legacy area
     0xA0000-0xFFFFF and the crashkernel reservation."""
-    from .qemu_dump import subtract
+    from vmci.producer.qemu_dump import subtract
 
     holes = [Range(0, PAGE_SIZE), Range(0xA0000, 0x60000)] + ([g.crashkernel] if g.crashkernel else [])
     return subtract(g.layout.ram_ranges(), holes)
@@ -438,8 +445,8 @@ def system_ram(g: Guest) -> list[Range]:
 
 def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> dict[str, Any]:
     """Write ``g`` as ``fmt`` to the seekable binary file ``out``; returns facts about it."""
-    from ..formats.raw import write_raw
-    from . import qemu_dump as qd
+    from vmci.formats.raw import write_raw
+    from vmci.producer import qemu_dump as qd
 
     if fmt not in FORMATS:
         raise UsageError(f"format is one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -1,0 +1,110 @@
+"""The VM Generation ID (seed 000): SSDT ``VMGENID`` / ``VGIA`` or the saved ``vmgenid_addr`` blob
+-> the GUID page -> 16 bytes at page + 40, stored little-endian (first three fields swapped).
+
+:func:`canonical` prints it as QMP ``query-vm-generation-id`` does: lowercase 8-4-4-4-12.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmci.core.dump import Dump
+from vmci.core.evidence import Evidence
+from vmci.core.memory import PhysicalMemory
+from vmci.discover.blob import check_suppressor, page_of, parse_addr_blob
+from vmci.errors import VmciError
+from vmci.firmware.acpi import check_rsdp, find_named_dword, find_rsdp
+from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, VMGENID_GUID_OFFSET, GuidLE
+
+OEM_TABLE_ID = "VMGENID"
+VAR = "VGIA"
+
+
+def canonical(guid: uuid.UUID) -> str:
+    """QMP's form: ``324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87``."""
+    return str(guid)
+
+
+def guid_from_ram(raw: bytes) -> uuid.UUID:
+    """The GUID from its 16 bytes as the device stores them in guest RAM (little-endian fields)."""
+    return GuidLE.parse(raw)
+
+
+@dataclass
+class VmGenId:
+    guid: uuid.UUID | None
+    paddr: int | None  # of the GUID (page + 40)
+    source: str | None  # "address-blob" or "acpi"
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def found(self) -> bool:
+        return self.guid is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"guid": canonical(self.guid) if self.guid else None, "paddr": self.paddr,
+                "source": self.source}
+
+
+def find_vmgenid(mem: PhysicalMemory, *, addr_blob: bytes | None = None, scan_all: bool = True,
+                 rsdp_address: int | None = None) -> VmGenId:
+    """Find the GUID: through the saved blob when given, else through ACPI.
+
+    ``rsdp_address`` reuses an RSDP found before; ``scan_all=False`` looks only in the F-segment.
+    """
+    ev = Evidence()
+    if addr_blob is not None:
+        addr = parse_addr_blob(bytes(addr_blob), ev, "vmgenid_addr blob")
+        page = None if addr is None else page_of(addr & 0xFFFFFFFF, VMGENID_GUID_OFFSET, ev)
+        return _read_guid(mem, page, "address-blob", ev)
+    rsdp = None
+    if rsdp_address is not None:
+        rsdp, sub = check_rsdp(mem, rsdp_address)
+        ev.steps.extend(sub.steps)
+        if rsdp is not None and not rsdp.valid:
+            rsdp = None
+    if rsdp is None:
+        rsdp, sub = find_rsdp(mem, scan_all=scan_all)
+        ev.steps.extend(sub.steps)
+    if rsdp is None:
+        return VmGenId(None, None, None, ev)
+    vgia, sub = find_named_dword(mem, OEM_TABLE_ID, VAR, rsdp)
+    ev.steps.extend(sub.steps)
+    if vgia is None:
+        return VmGenId(None, None, None, ev)
+    if vgia == 0 or vgia % PAGE_BLOB_SIZE:
+        ev.fail("VGIA", f"VGIA {vgia:#x} is not a linked page address", vgia or None)
+        return VmGenId(None, None, "acpi", ev)
+    ev.ok("VGIA", f"page base {vgia:#x}", vgia)
+    return _read_guid(mem, vgia, "acpi", ev)
+
+
+def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence) -> VmGenId:
+    if page is None:
+        return VmGenId(None, None, source, ev)
+    try:
+        raw = mem.read(page, PAGE_BLOB_SIZE)
+    except VmciError:
+        ev.fail("page readable", "the GUID page is not all in the dump", page)
+        return VmGenId(None, None, source, ev)
+    check_suppressor(raw, page, 36, ev)
+    pad = raw[36:VMGENID_GUID_OFFSET]
+    if any(pad):
+        ev.warn("padding", f"alignment padding +36..+39 is {pad.hex(' ')}, not zero", page + 36)
+    at = page + VMGENID_GUID_OFFSET
+    guid = guid_from_ram(raw[VMGENID_GUID_OFFSET:VMGENID_GUID_OFFSET + 16])
+    if guid.int == 0:
+        ev.warn("guid", "the GUID is all zero (QEMU never wrote one?)", at)
+    else:
+        ev.ok("guid", f"{raw[at - page:at - page + 16].hex(' ')} in RAM = {canonical(guid)}", at)
+    return VmGenId(guid, at, source, ev)
+
+
+def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **options: Any) -> VmGenId:
+    """:func:`find_vmgenid` on a dump: a saved VM's own ``etc/vmgenid_addr`` (migration stream)
+    serves as the blob when the caller gives none."""
+    if addr_blob is None:
+        addr_blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
+    return find_vmgenid(dump.memory, addr_blob=addr_blob, **options)

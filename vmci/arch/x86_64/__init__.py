@@ -1,0 +1,1 @@
+"""vmci.arch.x86_64.paging."""

@@ -1,0 +1,91 @@
+"""``vmci generate``: a synthetic dump made by emulating QEMU, firmware and the guest kernel.
+
+Register with ``app.command()(generate)``.  Heavy modules are imported inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
+
+
+def generate(
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The dump to write; OUT.truth.json goes beside it.")
+    ] = None,
+    scenario_file: Annotated[
+        Path | None, typer.Option("--scenario", help="A TOML scenario; the flags below override its keys.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="elf, elf-paging, kdump, kdump-flat, kexec or raw.")]
+    = "kdump-flat",
+    compression: Annotated[
+        str, typer.Option("--compression", help="kdump page compression: zlib, lzo, snappy, zstd, none.")
+    ] = "zlib",
+    seed: Annotated[int | None, typer.Option("--seed", help="Every random choice derives from it.")] = None,
+    ram: Annotated[str | None, typer.Option("--ram", help="Guest RAM, e.g. 32M, 4G.")] = None,
+    machine: Annotated[str | None, typer.Option("--machine", help="q35 or pc.")] = None,
+    firmware: Annotated[str | None, typer.Option("--firmware", help="seabios or ovmf.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="rfc, upstream or none.")] = None,
+    rfc_offset: Annotated[int | None, typer.Option("--rfc-offset", help="40 or 36.")] = None,
+    vmgenid: Annotated[bool | None, typer.Option("--vmgenid/--no-vmgenid", help="Add a vmgenid device.")]
+    = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", help="4.9, 4.19, 5.10, 6.1, 6.9 or 6.12.")] = None,
+    kaslr: Annotated[bool | None, typer.Option("--kaslr/--nokaslr", help="Randomise the kernel.")] = None,
+    la57: Annotated[bool | None, typer.Option("--la57/--no-la57", help="5-level paging.")] = None,
+    pti: Annotated[bool | None, typer.Option("--pti/--no-pti", help="Page-table isolation.")] = None,
+    cpus: Annotated[int | None, typer.Option("--cpus", help="Number of vCPUs.")] = None,
+    panic: Annotated[bool | None, typer.Option("--panic/--no-panic", help="CRASHTIME in the text.")] = None,
+    fault: Annotated[
+        list[str] | None, typer.Option("--fault", help="Inject a fault (repeatable); see --list-faults.")
+    ] = None,
+    phys_base_bug: Annotated[
+        bool | None,
+        typer.Option("--phys-base-bug/--no-phys-base-bug", help="kdump: QEMU's hexadecimal phys_base parse."),
+    ] = None,
+    list_faults: Annotated[bool, typer.Option("--list-faults", help="List the faults and exit.")] = False,
+) -> None:
+    """Generate a dump by emulating the guest, QEMU's devices, the firmware and QEMU's dump writer.
+
+    Writes OUT, OUT.truth.json (every address, the blobs, expected findings) and the saved blobs:
+    OUT.addr-blob (RFC device), OUT.fw-cfg-record (upstream), OUT.vmgenid-addr (vmgenid).
+    The same scenario and seed give byte-identical files.
+    """
+    from vmci.errors import UsageError, VmciError
+
+    try:
+        from vmci.producer.faults import FAULTS
+
+        if list_faults:
+            for f in FAULTS.values():
+                typer.echo(f"{f.name:24} {f.stage:13} {f.description}")
+            return
+        from vmci.producer.scenario import Scenario
+        from vmci.producer.scenario import generate as run
+
+        if out is None:
+            raise UsageError("--output/-o is required")
+        if fmt not in FORMATS:
+            raise UsageError(f"--format is one of {', '.join(FORMATS)}, not {fmt!r}")
+        base = Scenario.from_toml(scenario_file).to_dict() if scenario_file else {}
+        flags = {"seed": seed, "ram": ram, "machine": machine, "firmware": firmware, "device": device,
+                 "rfc_offset": rfc_offset, "vmgenid": vmgenid, "kernel": kernel, "kaslr": kaslr, "la57": la57,
+                 "pti": pti, "cpus": cpus, "panic": panic, "phys_base_bug": phys_base_bug}
+        base.update({k: v for k, v in flags.items() if v is not None})
+        if fault:
+            base["faults"] = list(base.get("faults", [])) + list(fault)
+        truth = run(Scenario.from_dict(base), out, fmt, compression=compression)
+    except VmciError as e:
+        typer.echo(f"vmci: error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    note = truth["dump"]["guest_note"]
+    typer.echo(f"wrote {truth.path} ({fmt}) and {truth.truth_path.name}")
+    typer.echo(f"vmcoreinfo note at {truth['vmcoreinfo']['note_paddr']:#x}; in the dump: "
+               + ("yes" if note["appended"] else f"no ({note['warning']})"))
+    for key in ("addr_blob", "fw_cfg_record", "vmgenid_addr"):
+        name = truth["files"][key]
+        if name:
+            typer.echo(f"{key.replace('_', '-')}: {truth.path.with_name(name)}")

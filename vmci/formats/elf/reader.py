@@ -1,0 +1,496 @@
+"""ELF core dumps: QEMU ``dump-guest-memory`` (paging or not), kexec ``/proc/vmcore``,
+makedumpfile ``-E``.  Reader and writer.
+
+pyelftools parses the file header and section headers and counts program headers,
+including the PN_XNUM escape (``e_phnum == 0xffff``, real count in section 0's
+``sh_info``), which pyelftools' ``num_segments()`` handles.  The program-header table itself is
+unpacked in bulk from :mod:`vmci.layouts.elf`: a paging dump can have 65,000+ segments and
+pyelftools parses each one through construct, which takes seconds.
+
+QEMU quirks tolerated: ``e_ehsize == 8`` (7.2+), ``EM_386`` in an ELF64 file (first vCPU not
+in long mode), ``p_offset == -1`` with ``p_filesz == 0`` for mappings not backed by dumped
+RAM, section headers before the program headers (7.2+), overlapping PT_LOADs (paging dumps
+map one physical page at several virtual addresses).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from vmci.core.dump import Dump, Note
+from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, find_span, is_zero, merge_ranges
+from vmci.errors import FormatError, TruncatedError
+from vmci.formats.notes import cpus_from, decode_notes
+from vmci.formats.source import Source
+from vmci.layouts import struct_format
+from vmci.layouts.elf import (
+    EM_386,
+    EM_X86_64,
+    ET_CORE,
+    MACHINES,
+    PN_XNUM,
+    PT_LOAD,
+    PT_NOTE,
+    SHT_NULL,
+    SHT_STRTAB,
+    elf_layout,
+)
+
+EXCLUDED_TAIL = "excluded (in p_memsz beyond p_filesz: the dump tool left it out)"
+MAX_PHYS = 1 << 52  # x86_64 and arm64 physical address width limit
+EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
+
+
+class SourceStream(io.RawIOBase):
+    """A read-only, seekable file object over a :class:`Source` (for pyelftools)."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.src.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, b: Any) -> int:
+        n = max(0, min(len(b), self.src.size - self.pos))
+        b[:n] = self.src.view(self.pos, n)
+        self.pos += n
+        return n
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    start: int
+    size: int
+    file_off: int  # -1: no bytes in the file
+    missing: str | None  # None: readable ("zero" pieces read as zeros)
+
+
+def _union(pieces: list[_Piece]) -> list[_Piece]:
+    """Disjoint pieces, sorted; where pieces overlap the earlier-starting (then longer) one wins."""
+    out: list[_Piece] = []
+    cover = -1
+    for p in sorted(pieces, key=lambda p: (p.start, -p.size)):
+        lo, hi = max(p.start, cover), p.start + p.size
+        if hi <= lo:
+            continue
+        shift = lo - p.start
+        out.append(_Piece(lo, hi - lo, p.file_off + shift if p.file_off >= 0 else -1, p.missing))
+        cover = hi
+    return out
+
+
+def _subtract(pieces: list[_Piece], taken: list[_Piece]) -> list[_Piece]:
+    """The parts of ``pieces`` (disjoint, sorted) outside ``taken`` (disjoint, sorted)."""
+    out: list[_Piece] = []
+    j = 0
+    for p in pieces:
+        pos, end = p.start, p.start + p.size
+        while j < len(taken) and taken[j].start + taken[j].size <= pos:
+            j += 1
+        k = j
+        while pos < end:
+            if k < len(taken) and taken[k].start < end:
+                t = taken[k]
+                if t.start > pos:
+                    out.append(_Piece(pos, t.start - pos, -1, p.missing))
+                pos = max(pos, t.start + t.size)
+                k += 1
+            else:
+                out.append(_Piece(pos, end - pos, -1, p.missing))
+                pos = end
+    return out
+
+
+class ElfMemory(PhysicalMemory):
+    """Physical memory of an ELF core: the union of its PT_LOADs, by ``p_paddr``."""
+
+    def __init__(self, src: Source, pieces: list[_Piece]) -> None:
+        self.src = src
+        self._pieces = pieces
+        self._starts = [p.start for p in pieces]
+        self._ends = [p.start + p.size for p in pieces]
+        self._ranges = merge_ranges(Range(p.start, p.size) for p in pieces)
+
+    @classmethod
+    def from_segments(cls, src: Source, segs: list[tuple[int, int, int, int]]) -> tuple[ElfMemory, list[str]]:
+        """``segs``: (paddr, memsz, offset, filesz) of each PT_LOAD.
+
+        Bytes the file holds win over bytes a segment only describes: a paging dump maps one
+        physical page through many segments, and a segment's p_memsz tail (or p_offset -1) may
+        cover a page that another segment backs.  Among backing segments the first one wins.
+        """
+        warnings: list[str] = []
+        data: list[_Piece] = []
+        missing: list[_Piece] = []
+        truncated = 0
+        for paddr, memsz, off, filesz in segs:
+            if paddr + memsz > MAX_PHYS:  # no CPU addresses this: a corrupt p_paddr/p_memsz
+                warnings.append(
+                    f"PT_LOAD at {paddr:#x} (+{memsz:#x}) is beyond any physical address; clipped"
+                )
+                memsz = max(0, MAX_PHYS - paddr)
+            if memsz <= 0:
+                continue
+            if off in ((1 << 64) - 1, (1 << 32) - 1):
+                missing.append(_Piece(paddr, memsz, -1, "not in the file (QEMU: p_offset -1)"))
+                continue
+            backed = min(filesz, memsz)
+            in_file = max(0, min(backed, src.size - off))
+            truncated += backed - in_file
+            if in_file:
+                data.append(_Piece(paddr, in_file, off, None))
+            if in_file < backed:
+                missing.append(_Piece(paddr + in_file, backed - in_file, -1, "truncated"))
+            if backed < memsz:
+                # The ELF spec zero-fills p_memsz beyond p_filesz, and crash does; but every dump
+                # writer uses it for pages it left out (makedumpfile -E: filtered pages), so they
+                # read as excluded unless the caller asks for zeros.
+                missing.append(_Piece(paddr + backed, memsz - backed, -1, EXCLUDED_TAIL))
+        if truncated:
+            warnings.append(
+                f"the file ends early: {truncated:#x} bytes of memory are missing (truncated dump)"
+            )
+        have = _union(data)
+        pieces = sorted(have + _subtract(_union(missing), have), key=lambda p: p.start)
+        return cls(src, pieces), warnings
+
+    @property
+    def ranges(self) -> Sequence[Range]:
+        return self._ranges
+
+    def extent(self, paddr: int, limit: int) -> Extent:
+        i = find_span(self._starts, self._ends, paddr, limit)
+        if isinstance(i, Extent):
+            return i
+        p = self._pieces[i]
+        take = min(limit, p.start + p.size - paddr)
+        if p.missing is not None:
+            return Extent(None, take, p.missing)
+        return Extent(self.src.view(p.file_off + paddr - p.start, take), take)
+
+    def chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        for addr, buf in super().chunks(start, end, max_size):
+            yield addr, buf
+            self._release(addr, len(buf))
+
+    def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
+        done = start
+        for addr, page in super().pages(start, end):
+            yield addr, page
+            if addr + len(page) - done >= 1 << 22:
+                self._release(done, addr + len(page) - done)
+                done = addr + len(page)
+
+    def _release(self, paddr: int, n: int) -> None:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        p = self._pieces[i] if i >= 0 else None
+        if p is not None and p.file_off >= 0 and paddr + n <= p.start + p.size:
+            self.src.release(p.file_off + paddr - p.start, n)
+
+
+def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
+    """Open an ELF core held in ``src``."""
+    from elftools.common.exceptions import ELFError
+
+    try:
+        from elftools.elf.elffile import ELFFile
+
+        elf = ELFFile(SourceStream(src))  # type: ignore[arg-type]
+        header = elf.header
+        phnum = elf.num_segments()
+    except (ELFError, ValueError, IndexError, KeyError, OSError, FormatError) as e:
+        raise FormatError(f"cannot parse the ELF header: {e}", field="Elf_Ehdr", offset=0) from None
+    except Exception as e:  # pyelftools' bundled construct raises its own errors on truncation
+        raise TruncatedError(f"cannot parse the ELF header: {e}", field="Elf_Ehdr", offset=0) from None
+    bits, little = elf.elfclass, elf.little_endian
+    layout = elf_layout(bits, little)
+    if header["e_type"] != "ET_CORE":
+        raise FormatError(f"ELF file is {header['e_type']}, not a core dump", field="e_type", offset=16)
+    machine_num = EM_BY_NAME.get(header["e_machine"], -1)
+    arch = MACHINES.get(machine_num, str(header["e_machine"]).removeprefix("EM_").lower())
+    quirks: list[str] = []
+    warnings: list[str] = []
+    ehsize = layout.ehdr.sizeof()
+    if header["e_ehsize"] != ehsize:
+        quirks.append(f"e_ehsize is {header['e_ehsize']}, not {ehsize} (QEMU 7.2+ writes sizeof(pointer))")
+    if bits == 64 and machine_num == EM_386:
+        quirks.append("EM_386 in an ELF64 file: QEMU writes this when the first vCPU is not in long mode")
+
+    phent = layout.phdr.sizeof()
+    if header["e_phentsize"] != phent:
+        raise FormatError(
+            f"e_phentsize is {header['e_phentsize']}, expected {phent}",
+            field="e_phentsize",
+            offset=54 if bits == 64 else 42,
+        )
+    phoff = header["e_phoff"]
+    if phoff + phnum * phent > src.size:
+        fit = max(0, (src.size - phoff) // phent)
+        warnings.append(f"the file holds {fit} of {phnum} program headers (truncated)")
+        phnum = fit
+    fmt = struct_format(layout.phdr)
+    names = [s.name for s in layout.phdr.subcons if s.name]
+    notes: list[Note] = []
+    segs: list[tuple[int, int, int, int]] = []
+    loads = 0
+    for i, values in enumerate(fmt.iter_unpack(src.view(phoff, phnum * phent))):
+        ph = dict(zip(names, values, strict=True))
+        if ph["p_type"] == PT_LOAD:
+            loads += 1
+            segs.append((ph["p_paddr"], ph["p_memsz"], ph["p_offset"], ph["p_filesz"]))
+        elif ph["p_type"] == PT_NOTE:
+            off, size = ph["p_offset"], ph["p_filesz"]
+            if off + size > src.size:
+                warnings.append(f"PT_NOTE #{i} at {off:#x} runs past the end of the file; notes cut short")
+                size = max(0, src.size - off)
+            found, bad = decode_notes(
+                src.view(off, size), base=off, byteorder="little" if little else "big", where=f"PT_NOTE #{i}"
+            )
+            notes += found
+            warnings += bad
+    memory, mw = ElfMemory.from_segments(src, segs)
+    warnings += mw
+    if any(s[2] in ((1 << 64) - 1, (1 << 32) - 1) for s in segs):
+        quirks.append("PT_LOADs with p_offset -1 (mappings QEMU did not back with dumped RAM)")
+    shoff = header["e_shoff"]
+    warnings += _section_warnings(elf, src.size)
+    if shoff and shoff < phoff:
+        quirks.append("section headers before the program headers (QEMU 7.2+ layout)")
+    facts: dict[str, Any] = {
+        "elf_class": bits,
+        "e_machine": header["e_machine"],
+        "e_phnum": header["e_phnum"],
+        "program_headers": phnum,
+        "pn_xnum": header["e_phnum"] == PN_XNUM,
+        "pt_load": loads,
+        "quirks": quirks,
+    }
+    producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
+    facts["producer_guess"] = producer
+    cpus = cpus_from(notes, arch, warnings)
+    return Dump(
+        path=path,
+        format="elf" if not container else f"elf-{container}",
+        description=f"ELF{bits} core ({producer})" + (f", {container}" if container else ""),
+        memory=memory,
+        arch=arch,
+        byte_order="little" if little else "big",
+        notes=notes,
+        cpus=cpus,
+        facts=facts,
+        warnings=warnings,
+        _closers=[src],
+    )
+
+
+def _section_warnings(elf: Any, size: int) -> list[str]:
+    """Sections whose data the file does not hold (QEMU puts .shstrtab last: a cut shows here)."""
+    out = []
+    try:
+        for i in range(elf.num_sections()):
+            sh = elf.get_section(i).header
+            if sh["sh_type"] != "SHT_NOBITS" and sh["sh_offset"] + sh["sh_size"] > size:
+                out.append(
+                    f"section {i} ends at {sh['sh_offset'] + sh['sh_size']:#x}, past the end of the file "
+                    f"({size:#x}): the dump is truncated"
+                )
+    except Exception as e:  # pyelftools raises its own construct errors on cut headers
+        out.append(f"section headers unreadable ({e}): the dump may be truncated")
+    return out
+
+
+# -- writer -------------------------------------------------------------------------------------
+
+
+def write_elf(
+    out: BinaryIO,
+    memory: PhysicalMemory,
+    notes_blob: bytes = b"",
+    *,
+    machine: int = EM_X86_64,
+    bits: int = 64,
+    little: bool = True,
+    style: str = "qemu",
+    section_headers_first: bool = True,
+    ehsize_quirk: bool = False,
+    mappings: list[tuple[int, int, int]] | None = None,
+    direct_map: int = 0xFFFF888000000000,
+    extra_loads: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
+    sparse: bool = True,
+) -> dict[str, Any]:
+    """Write ``memory`` and the notes as an ELF core to ``out`` (a seekable binary file).
+
+    ``style="qemu"``: PT_NOTE then one PT_LOAD per physical range, ``p_vaddr == p_paddr``
+    (QEMU >= 4.0), ``p_align = 0``; with ``section_headers_first`` the 7.2+ layout (section
+    headers, then program headers, ``.shstrtab`` at the end), else the <= 7.1 layout.
+    ``mappings`` (``(vaddr, paddr, size)``) makes a paging-mode dump: one PT_LOAD per mapping,
+    pointing into the physical blocks, ``p_offset = -1`` where nothing backs it.
+    ``style="kexec"``: ``/proc/vmcore``-like, ``p_vaddr`` in the direct map at ``direct_map``;
+    ``extra_loads`` adds ``(vaddr, paddr, size)`` PT_LOADs (the kernel-text segment kexec
+    adds) that share the file bytes of the physical range they fall in.
+    More than 65534 program headers use PN_XNUM.  Unreadable memory is written as zeros;
+    with ``sparse`` all-zero blocks become file holes.
+    """
+    layout = elf_layout(bits, little)
+    ehdr_size, ph_size, sh_size = layout.ehdr.sizeof(), layout.phdr.sizeof(), layout.shdr.sizeof()
+    blocks = list(memory.ranges)
+    if mappings is not None:
+        loads = list(mappings)
+    elif style == "kexec":
+        loads = [*extra_loads, *((direct_map + r.start, r.start, r.size) for r in blocks)]
+    else:
+        loads = [(r.start, r.start, r.size) for r in blocks]
+    phnum = 1 + len(loads)
+    xnum = phnum >= PN_XNUM
+    qemu72 = style == "qemu" and section_headers_first
+    shnum = 2 if qemu72 else (1 if xnum else 0)
+    if qemu72:
+        shoff = ehdr_size
+        phoff = shoff + shnum * sh_size
+        note_off = phoff + phnum * ph_size
+    else:
+        phoff = ehdr_size
+        shoff = phoff + phnum * ph_size if shnum else 0
+        note_off = phoff + phnum * ph_size + shnum * sh_size
+    mem_off = note_off + len(notes_blob)
+    block_off: list[int] = []
+    pos = mem_off
+    for r in blocks:
+        block_off.append(pos)
+        pos += r.size
+    strtab_off = pos
+    starts = [r.start for r in blocks]
+
+    def locate(paddr: int, size: int) -> tuple[int, int]:
+        i = bisect.bisect_right(starts, paddr) - 1
+        if i < 0 or paddr >= blocks[i].end:
+            return -1, 0
+        return block_off[i] + paddr - blocks[i].start, min(size, blocks[i].end - paddr)
+
+    all_ones = (1 << bits) - 1
+    phdrs = bytearray(
+        layout.phdr.build(
+            dict(
+                p_type=PT_NOTE,
+                p_flags=0,
+                p_offset=note_off,
+                p_vaddr=0,
+                p_paddr=0,
+                p_filesz=len(notes_blob),
+                p_memsz=len(notes_blob),
+                p_align=0,
+            )
+        )
+    )
+    for vaddr, paddr, size in loads:
+        off, filesz = locate(paddr, size)
+        phdrs += layout.phdr.build(
+            dict(
+                p_type=PT_LOAD,
+                p_flags=0,
+                p_offset=off & all_ones,
+                p_vaddr=vaddr,
+                p_paddr=paddr,
+                p_filesz=filesz,
+                p_memsz=size,
+                p_align=0,
+            )
+        )
+    shdrs = b""
+    if shnum:
+        null = layout.shdr.build(
+            dict(
+                sh_name=0,
+                sh_type=SHT_NULL,
+                sh_flags=0,
+                sh_addr=0,
+                sh_offset=0,
+                sh_size=0,
+                sh_link=0,
+                sh_info=phnum if xnum else 0,
+                sh_addralign=0,
+                sh_entsize=0,
+            )
+        )
+        shdrs = null
+        if qemu72:
+            shdrs += layout.shdr.build(
+                dict(
+                    sh_name=1,
+                    sh_type=SHT_STRTAB,
+                    sh_flags=0,
+                    sh_addr=0,
+                    sh_offset=strtab_off,
+                    sh_size=11,
+                    sh_link=0,
+                    sh_info=0,
+                    sh_addralign=0,
+                    sh_entsize=0,
+                )
+            )
+    ehdr = layout.ehdr.build(
+        dict(
+            e_ident=dict(
+                ei_class=2 if bits == 64 else 1,
+                ei_data=1 if little else 2,
+                ei_version=1,
+                ei_osabi=0,
+                ei_abiversion=0,
+            ),
+            e_type=ET_CORE,
+            e_machine=machine,
+            e_version=1,
+            e_entry=0,
+            e_phoff=phoff,
+            e_shoff=shoff,
+            e_flags=0,
+            e_ehsize=8 if ehsize_quirk else ehdr_size,
+            e_phentsize=ph_size,
+            e_phnum=PN_XNUM if xnum else phnum,
+            e_shentsize=sh_size if shnum else 0,
+            e_shnum=shnum,
+            e_shstrndx=shnum - 1 if qemu72 else 0,
+        )
+    )
+    out.seek(0)
+    out.write(ehdr)
+    out.seek(phoff)
+    out.write(phdrs)
+    if shnum:
+        out.seek(shoff)
+        out.write(shdrs)
+    out.seek(note_off)
+    out.write(notes_blob)
+    chunk = 1 << 20
+    for r, off in zip(blocks, block_off, strict=True):
+        for a in range(r.start, r.end, chunk):
+            n = min(chunk, r.end - a)
+            data = memory.read(a, n, zero_fill=True)
+            if sparse and is_zero(data):
+                continue
+            out.seek(off + a - r.start)
+            out.write(data)
+    out.seek(strtab_off)
+    if qemu72:
+        out.write(b"\0.shstrtab\0")
+    out.truncate(strtab_off + (11 if qemu72 else 0))
+    return {"phnum": phnum, "note_offset": note_off, "memory_offset": mem_off, "pn_xnum": xnum}

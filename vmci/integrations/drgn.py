@@ -1,0 +1,231 @@
+"""Hand drgn a working kernel program for dumps it cannot open alone (drgn is an optional extra).
+
+drgn 0.3.0 refuses QEMU ELF dumps without a VMCOREINFO note ("unrecognized QEMU memory dump"),
+cannot name the architecture of QEMU's kdump files (libkdumpfile: "Key has no value") and has
+no memory scan.  :func:`program_from_dump` finds the text with vmci (or synthesizes one from the
+page tables), creates ``drgn.Program(platform, vmcoreinfo=text)`` and then:
+
+- ELF, kdump and flattened kdump files: ``set_core_dump(path)``.  The wheel's libkdumpfile
+  (0.5.6) reads the flattened format directly once the platform is given (verified on QEMU
+  ``dump-guest-memory -z`` output), so no rearranged copy is made; drgn's "reassemble it with
+  makedumpfile -R" warning is filtered out.
+- anything else vmci reads (raw images, split kdump sets, an ELF whose only segment starts at
+  physical 0, which drgn would not register physically): vmci serves the memory through
+  ``add_memory_segment(..., physical=True)`` and ``set_linux_kernel_custom``.  The dump stays open
+  for the program's lifetime; per-CPU registers (PRSTATUS) are not available that way.
+
+Where the text came from is kept in ``prog.cache["vmci"]`` for the plugin's ``%vmci`` commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmci.core.dump import Dump
+from vmci.errors import NotFoundError, UnsupportedError, UsageError
+
+if TYPE_CHECKING:
+    import drgn
+
+    from vmci.kernel.kaslr import KernelSymbols
+
+CACHE_KEY = "vmci"
+_NATIVE = ("elf", "kdump", "kdump-flattened")
+
+MAX_VMCOREINFO_FILE = 1 << 20  # QEMU accepts guest notes up to 1 MiB
+
+
+def _drgn() -> Any:
+    try:
+        import drgn
+    except ImportError:
+        raise UnsupportedError("drgn is not installed (pip install 'vmci[drgn]')") from None
+    return drgn
+
+
+def platform_for(dump: Dump, text: bytes | None = None) -> drgn.Platform:
+    """The drgn platform of a dump (libkdumpfile needs it for QEMU kdump headers).  A raw image
+    names no architecture: x86_64 is inferred from x86_64-only VMCOREINFO keys in ``text``."""
+    d = _drgn()
+    flags = d.PlatformFlags.IS_LITTLE_ENDIAN if dump.byte_order == "little" else d.PlatformFlags(0)
+    arch = dump.arch
+    if (
+        arch == "unknown"
+        and text is not None
+        and any(k in text for k in (b"\nNUMBER(phys_base)=", b"\nNUMBER(pgtable_l5_enabled)="))
+    ):
+        arch = "x86_64"
+    if arch == "x86_64":
+        return d.Platform(d.Architecture.X86_64, flags | d.PlatformFlags.IS_64_BIT)
+    if arch == "i386":
+        return d.Platform(d.Architecture.I386, flags)
+    raise UnsupportedError(f"no drgn platform for architecture {dump.arch!r}")
+
+
+def vmcoreinfo_for_dump(
+    dump: Dump,
+    *,
+    addr_blob: bytes | None = None,
+    fw_cfg_record: bytes | None = None,
+    synthesize: bool = True,
+    symbols: KernelSymbols | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """``(text, provenance)``: the text every discovery strategy agrees on, else a synthesized one.
+
+    ``provenance`` holds ``source`` (a strategy name or ``"synthesized"``), ``paddr``, ``reason``
+    and ``synthesized``.
+    """
+    from vmci.discover.run import find_vmcoreinfo
+
+    disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
+    c = disc.chosen
+    if c is not None and c.text is not None:
+        return c.text.raw, {"source": c.source, "paddr": c.paddr, "reason": disc.reason, "synthesized": False}
+    if not synthesize:
+        raise NotFoundError(f"no VMCOREINFO in {dump.path}: {disc.reason}")
+    from vmci.kernel.synthesize import synthesize as make
+
+    s = make(dump, symbols=symbols)
+    return s.text, {
+        "source": "synthesized",
+        "paddr": None,
+        "synthesized": True,
+        "sources": s.sources,
+        "reason": f"{disc.reason}; synthesized from the page tables and the kernel image",
+    }
+
+
+class _DropFlattenedWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "makedumpfile flattened format" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_flattened() -> Iterator[None]:
+    log = logging.getLogger("drgn")
+    f = _DropFlattenedWarning()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
+
+
+def _reader(dump: Dump) -> Callable[[int, int, int, bool], bytes]:
+    mem = dump.memory
+
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        return mem.read(address, count, zero_fill=True)
+
+    read.dump = dump  # type: ignore[attr-defined]  # keeps the dump open as long as drgn holds this
+    return read
+
+
+def program_from_dump(
+    path: str | os.PathLike[str],
+    *,
+    vmcoreinfo: bytes | str | os.PathLike[str] | None = None,
+    addr_blob: bytes | None = None,
+    fw_cfg_record: bytes | None = None,
+    synthesize: bool = True,
+    symbols: KernelSymbols | None = None,
+    format: str = "auto",
+    raw_base: int = 0,
+    debug_info: Iterable[str | os.PathLike[str]] = (),
+    default_debug_info: bool = False,
+    custom: bool | None = None,
+) -> drgn.Program:
+    """A ``drgn.Program`` for the Linux kernel in ``path``.
+
+    ``vmcoreinfo``: the text (bytes/str) or a file holding it; default: what vmci finds, else a
+    synthesized text (``synthesize=False`` raises :class:`NotFoundError` instead).
+    ``debug_info`` paths and ``default_debug_info`` are passed to ``load_debug_info``; a missing
+    debug-info error only logs a warning.  ``custom`` forces (or forbids) the
+    ``set_linux_kernel_custom`` route.
+    """
+    from vmci.formats import open_dump
+
+    d = _drgn()
+    path = Path(path)
+    dump = open_dump(path, format=format, raw_base=raw_base)
+    keep_open = False
+    try:
+        if isinstance(vmcoreinfo, os.PathLike):
+            try:
+                if Path(vmcoreinfo).stat().st_size > MAX_VMCOREINFO_FILE:
+                    raise UsageError(f"{vmcoreinfo} is over {MAX_VMCOREINFO_FILE} bytes: no VMCOREINFO text")
+                text = Path(vmcoreinfo).read_bytes()
+            except OSError as e:
+                raise UsageError(f"cannot read {vmcoreinfo}: {e.strerror}") from None
+            prov: dict[str, Any] = {"source": f"file {vmcoreinfo}", "synthesized": None}
+        elif vmcoreinfo is not None:
+            text = vmcoreinfo.encode() if isinstance(vmcoreinfo, str) else bytes(vmcoreinfo)
+            prov = {"source": "given", "synthesized": None}
+        else:
+            text, prov = vmcoreinfo_for_dump(
+                dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize, symbols=symbols
+            )
+        if prov["synthesized"] is None:
+            from vmci.kernel.synthesize import is_synthesized
+
+            prov["synthesized"] = is_synthesized(text)
+        platform = platform_for(dump, text)
+        if custom is None:
+            lone_zero = dump.format == "elf" and all(r.start == 0 for r in dump.memory.ranges)
+            custom = dump.format not in _NATIVE or lone_zero
+        prog = d.Program(platform, vmcoreinfo=text)
+        try:
+            if custom:
+                read = _reader(dump)
+                for r in dump.memory.ranges:
+                    prog.add_memory_segment(r.start, r.size, read, physical=True)
+                prog.set_linux_kernel_custom(text, False)
+                keep_open = True
+            else:
+                with _quiet_flattened():
+                    prog.set_core_dump(str(path))
+        except (ValueError, d.FaultError) as e:
+            raise UnsupportedError(f"drgn cannot load {path}: {e}") from None
+        prov.update({"dump": str(path), "format": dump.format, "route": "custom" if custom else "core-dump"})
+        prog.cache[CACHE_KEY] = prov
+        paths = [str(p) for p in debug_info]
+        if paths or default_debug_info:
+            try:
+                prog.load_debug_info(paths, default=default_debug_info)
+            except d.MissingDebugInfoError as e:
+                logging.getLogger("drgn").warning("%s", e)
+        return prog
+    finally:
+        if not keep_open:
+            dump.close()
+
+
+def run_interactive(
+    path: str | os.PathLike[str], *, exec_code: str | None = None, quiet: bool = False, **options: Any
+) -> None:
+    """Open drgn's REPL (``drgn.cli.run_interactive``) on :func:`program_from_dump`; with
+    ``exec_code``, run that code with drgn's default globals instead (like ``drgn -e``)."""
+    d = _drgn()
+    import drgn.cli
+
+    prog = program_from_dump(path, **options)
+    prov = prog.cache.get(CACHE_KEY, {})
+    line = (
+        f"vmci: VMCOREINFO from {prov.get('source')}"
+        + (" (SYNTHESIZED from page tables)" if prov.get("synthesized") else "")
+        + f", loaded via {prov.get('route')}"
+    )
+    if exec_code is not None:
+        d.set_default_prog(prog)
+        env = drgn.cli.default_globals(prog)
+        exec(compile(exec_code, "<vmci drgn -e>", "exec"), env)
+        return
+    drgn.cli.run_interactive(prog, banner_func=lambda banner: f"{banner}\n{line}" if not quiet else banner)
+
+
+__all__ = ["CACHE_KEY", "platform_for", "program_from_dump", "run_interactive", "vmcoreinfo_for_dump"]

@@ -1,0 +1,1 @@
+"""vmci.kernel."""
