@@ -1,0 +1,63 @@
+"""The typer application and the CLI's one error boundary and exit-code policy.
+
+Every command runs its body inside :func:`errors`: a :class:`~vmci.errors.VmciError` becomes one
+line on stderr and its documented exit code (see :mod:`vmci.errors`), an interrupt exits 130, a
+closed pipe exits 0.  Commands never print tracebacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from vmci.errors import VmciError
+
+#: Exit code for an operating-system error outside a VmciError (e.g. writing an output file).
+EXIT_OS_ERROR = 5
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Find, check and use the Linux VMCOREINFO in virtual-machine memory dumps.",
+    epilog="Exit codes: 0 ok, 1 negative answer, 2 usage, 3 bad or unsupported dump, "
+    "4 address not in the dump, 5 OS error.",
+)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """The error boundary every command body runs in."""
+    try:
+        yield
+    except VmciError as e:
+        typer.echo(f"vmci: error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("vmci: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        raise typer.Exit(0) from None
+
+
+def os_error(path: Path, e: OSError) -> int:
+    """Report a failed write of ``path``; returns the exit code."""
+    typer.echo(f"vmci: error: cannot write {path}: {e.strerror}", err=True)
+    return EXIT_OS_ERROR
+
+
+def jsonable(value: Any) -> Any:
+    """Convert facts to JSON types: bytes become text, tuples lists, keys strings."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict())
+    return value
