@@ -18,3 +18,16 @@ def test_help_unchanged(command: str) -> None:
     p = run_cli([*([command] if command else []), "--help"], ROOT)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout.decode() == (GOLDEN / f"help-{command or 'main'}.txt").read_text()
+
+
+def test_version() -> None:
+    from vmci import __version__
+
+    p = run_cli(["--version"], ROOT)
+    assert p.returncode == 0 and p.stdout.decode() == f"vmci {__version__}\n"
+
+
+def test_completion_script_is_typers_own() -> None:
+    p = run_cli(["--show-completion", "bash"], ROOT)
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"complete" in p.stdout and b"_VMCI_COMPLETE" in p.stdout, p.stdout[:300]

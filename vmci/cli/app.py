@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -20,13 +20,54 @@ from vmci.errors import VmciError
 EXIT_OS_ERROR = 5
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     rich_markup_mode=None,
     help="Find, check and use the Linux VMCOREINFO in virtual-machine memory dumps.",
     epilog="Exit codes: 0 ok, 1 negative answer, 2 usage, 3 bad or unsupported dump, "
     "4 address not in the dump, 5 OS error.",
 )
+
+
+class Settings:
+    """Global options, set once by :func:`main_options` before a command runs."""
+
+    quiet: bool = False
+
+
+settings = Settings()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vmci import __version__
+
+        typer.echo(f"vmci {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the data asked for and errors: no reports, "
+                           "notes or progress (the exit status still tells).")
+    ] = False,
+) -> None:
+    """Find, check and use the Linux VMCOREINFO in virtual-machine memory dumps.
+
+    Colour follows the terminal and the NO_COLOR convention; progress bars appear on stderr, only
+    when it is a terminal.
+    """
+    settings.quiet = quiet
+
+
+def note(message: str) -> None:
+    """An informational line on stderr, unless ``--quiet``."""
+    if not settings.quiet:
+        typer.echo(message, err=True)
 
 
 @contextmanager
