@@ -120,3 +120,17 @@ def reassembled_kdump(with_device: RealGuest, tmp_path_factory: pytest.TempPathF
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield out
     out.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def panic(kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path) -> Iterator[RealGuest]:
+    """SeaBIOS, KASLR, ``-device vmcoreinfo``; known kernel-log lines, then a crash (dumped after it)."""
+    yield from _boot("panic", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def panic_without_device(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """As ``panic``, without the vmcoreinfo device."""
+    yield from _boot("panic_without_device", kernel_files, realworld_root, initramfs_dir)

@@ -31,6 +31,11 @@ Scenarios (all: q35, 256 MiB, 2 vCPUs, ``-nic none``, Debian 6.1 kernel, TCG):
 ``nokaslr``           SeaBIOS, ``nokaslr`` (``phys_base`` 0), ``-device vmcoreinfo``
 ``ovmf``              OVMF (``-bios OVMF.fd``, direct kernel boot), KASLR on, ``-device vmcoreinfo``,
                       ``-device vmgenid,guid=…``
+``panic``             SeaBIOS, KASLR on, ``-device vmcoreinfo``; after the facts the guest writes
+                      :data:`KMSG_LINES` known lines (:func:`kmsg_line`) and two records that need
+                      escaping to ``/dev/kmsg``, then crashes (``echo c > /proc/sysrq-trigger``,
+                      ``panic=0``: it stays up and is dumped after the panic)
+``panic_without_device``  the same without the vmcoreinfo device
 ====================  =======================================================================
 
 Timings measured on 2 host cores (TCG, QEMU 7.2.22, kernel 6.1.0-56): a SeaBIOS boot to the
@@ -66,12 +71,14 @@ from pathlib import Path
 from typing import Any
 
 READY_MARKER = "VMCI-READY"
+#: How the kernel starts its panic line on the console (kernel/panic.c panic()).
+PANIC_MARKER = "Kernel panic - not syncing: "
 FACT_PREFIX = "VMCI-FACT "
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/ovmf/OVMF.fd")
 KERNEL_MODULE = "qemu_fw_cfg"
 # Bump when the initramfs contents or the real_dumps artefacts change, to invalidate caches.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 # Linux x86_64 maps the kernel image at __START_KERNEL_map + physical address - phys_base.
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 
@@ -232,14 +239,35 @@ cat /proc/cmdline | fact cmdline
 ls /sys/firmware/qemu_fw_cfg/by_name/etc 2>/dev/null | fact fw_cfg
 echo "VMCI-FACT cpus=$(grep -c ^processor /proc/cpuinfo)"
 echo {ready}
+# Panic scenarios (vmci.kmsg=N on the command line): N known lines into the kernel log through
+# /dev/kmsg (enough to wrap the ring), a few records that need escaping, then a crash.
+n=$(sed -n 's/.*vmci\\.kmsg=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$n" ]; then
+  i=0
+  while [ $i -lt $n ]; do
+    printf '<6>{line_format}\\n' $i > /dev/kmsg
+    i=$((i+1))
+  done
+  printf '<4>vmci-special tab\\there bell\\007end\\n' > /dev/kmsg
+  printf '<6>vmci-multi first\\nsecond\\n' > /dev/kmsg
+  echo "VMCI-FACT kmsg_written=$n"
+  echo c > /proc/sysrq-trigger
+fi
 while true; do sleep 3600; done
 """
+#: What the panic scenarios' guests write to /dev/kmsg, line ``i`` (printf format, one %04d).
+KMSG_LINE_FORMAT = "vmci-kmsg %04d the quick brown fox jumps over the lazy dog"
+
+
+def kmsg_line(i: int) -> str:
+    """Line ``i`` as the guest wrote it into its kernel log (the test oracle)."""
+    return KMSG_LINE_FORMAT % i
 
 
 def init_script(modules: Sequence[str]) -> str:
     """The ``/init`` text, loading ``modules`` (paths inside the initramfs) in order."""
     insmods = "\n".join(f"insmod {m}" for m in modules)
-    return INIT_SCRIPT.format(insmods=insmods, ready=READY_MARKER)
+    return INIT_SCRIPT.format(insmods=insmods, ready=READY_MARKER, line_format=KMSG_LINE_FORMAT)
 
 
 def build_initramfs(kernel: KernelFiles, dest_dir: Path, *, busybox: Path | None = None) -> Path:
@@ -464,6 +492,7 @@ class Guest:
         append: str = "",
         extra_args: Sequence[str] = (),
         boot_timeout: float = 180.0,
+        kmsg_lines: int = 0,
     ) -> None:
         if firmware not in ("seabios", "ovmf"):
             raise ValueError(f"firmware must be 'seabios' or 'ovmf', not {firmware!r}")
@@ -482,6 +511,8 @@ class Guest:
         self.append = append
         self.extra_args = list(extra_args)
         self.boot_timeout = boot_timeout
+        self.kmsg_lines = kmsg_lines
+        self.panic_line: str | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="vmci-guest-"))
         self._sockdir = _short_tmpdir()
@@ -496,7 +527,9 @@ class Guest:
 
     def command_line(self) -> list[str]:
         assert self.initramfs is not None
-        append = "console=ttyS0 panic=-1 oops=panic" + ("" if self.kaslr else " nokaslr")
+        # A panic scenario stays up after the panic (panic=0) so that it can be dumped.
+        panic = f"panic=0 printk.devkmsg=on vmci.kmsg={self.kmsg_lines}" if self.kmsg_lines else "panic=-1"
+        append = f"console=ttyS0 {panic} oops=panic" + ("" if self.kaslr else " nokaslr")
         if self.append:
             append += " " + self.append
         args = [
@@ -559,10 +592,18 @@ class Guest:
     def _wait_ready(self, deadline: float) -> None:
         while True:
             text = self.serial_log.read_text(errors="replace")
-            if any(line.strip() == READY_MARKER for line in text.splitlines()):
+            lines = text.splitlines()
+            if any(line.strip() == READY_MARKER for line in lines):
                 self.facts = parse_facts(text)
-                return
-            if "Kernel panic" in text:
+                if not self.kmsg_lines:
+                    return
+                panic = next((ln.strip() for ln in lines if PANIC_MARKER in ln), None)
+                if panic is not None:
+                    self.panic_line = panic[panic.index(PANIC_MARKER):]
+                    time.sleep(1.0)  # let the panic path finish (CPUs stopped, console flushed)
+                    self.facts = parse_facts(self.serial_log.read_text(errors="replace"))
+                    return
+            elif "Kernel panic" in text:
                 raise QemuError(f"guest kernel panicked: {self._tail(30)}")
             self._check_alive()
             if time.monotonic() > deadline:
@@ -671,6 +712,11 @@ class Guest:
 # -- scenarios and the session cache -----------------------------------------------------------
 
 
+#: Lines the panic scenarios write: about 2.5 times the 128 KiB text ring of Debian's kernel
+#: (CONFIG_LOG_BUF_SHIFT=17), so the ring wraps more than once.
+KMSG_LINES = 5000
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One guest configuration of :func:`real_dumps`."""
@@ -683,6 +729,7 @@ class Scenario:
     smp: int = 2
     memory: str = "256M"
     machine: str = "q35"
+    kmsg_lines: int = 0  #: > 0: write this many known lines to /dev/kmsg, then panic
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -692,6 +739,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("without_device", False, None),
         Scenario("nokaslr", True, None, kaslr=False),
         Scenario("ovmf", True, "8f2a5c1e-6b7d-4e3f-9a10-2b3c4d5e6f70", firmware="ovmf"),
+        Scenario("panic", True, None, kmsg_lines=KMSG_LINES),
+        Scenario("panic_without_device", False, None, kmsg_lines=KMSG_LINES),
     )
 }
 
@@ -759,6 +808,7 @@ def real_dumps(
         smp=sc.smp,
         memory=sc.memory,
         machine=sc.machine,
+        kmsg_lines=sc.kmsg_lines,
     )
     with guest:
         timings["boot"] = guest.boot_seconds
@@ -790,6 +840,8 @@ def real_dumps(
         "system_ram": facts.iomem("System RAM"),
         "cpus": facts.cpus,
         "qmp_guid": qmp_guid,
+        "panic_line": guest.panic_line,
+        "kmsg_written": int(facts.one("kmsg_written")) if sc.kmsg_lines else 0,
         "dump_formats": formats,
         "timings": timings,
     }
