@@ -123,7 +123,9 @@ def reassembled_kdump(with_device: RealGuest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
-def panic(kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path) -> Iterator[RealGuest]:
+def panic(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
     """SeaBIOS, KASLR, ``-device vmcoreinfo``; known kernel-log lines, then a crash (dumped after it)."""
     yield from _boot("panic", kernel_files, realworld_root, initramfs_dir)
 
