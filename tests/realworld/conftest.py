@@ -136,3 +136,11 @@ def panic_without_device(
 ) -> Iterator[RealGuest]:
     """As ``panic``, without the vmcoreinfo device."""
     yield from _boot("panic_without_device", kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def kdump_capture(
+    kernel_files: KernelFiles, realworld_root: tuple[Path, bool], initramfs_dir: Path
+) -> Iterator[RealGuest]:
+    """A guest that panics into a kdump capture kernel (kexec -p), dumped while that kernel runs."""
+    yield from _boot("kdump_capture", kernel_files, realworld_root, initramfs_dir)

@@ -36,6 +36,9 @@ Scenarios (all: q35, 256 MiB, 2 vCPUs, ``-nic none``, Debian 6.1 kernel, TCG):
                       escaping to ``/dev/kmsg``, then crashes (``echo c > /proc/sysrq-trigger``,
                       ``panic=0``: it stays up and is dumped after the panic)
 ``panic_without_device``  the same without the vmcoreinfo device
+``kdump_capture``     as ``panic`` with 512 MiB, ``crashkernel=160M`` and a capture kernel loaded
+                      with Debian's ``kexec -p`` (the same kernel, ``nr_cpus=1``); dumped while the
+                      capture kernel runs, so RAM holds both kernels' VMCOREINFO notes
 ====================  =======================================================================
 
 Timings measured on 2 host cores (TCG, QEMU 7.2.22, kernel 6.1.0-56): a SeaBIOS boot to the
@@ -71,6 +74,11 @@ from pathlib import Path
 from typing import Any
 
 READY_MARKER = "VMCI-READY"
+#: The crashkernel= reservation of the kdump scenario: room for the capture kernel (Debian's 6.1
+#: image and the harness initramfs, booted with nr_cpus=1).
+CRASHKERNEL = "160M"
+#: What the kdump capture kernel's /init prints once it has reported its facts.
+CAPTURE_READY_MARKER = "VMCI-CAPTURE-READY"
 #: How the kernel starts its panic line on the console (kernel/panic.c panic()).
 PANIC_MARKER = "Kernel panic - not syncing: "
 FACT_PREFIX = "VMCI-FACT "
@@ -230,6 +238,16 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # Keep late kernel messages from splitting the fact lines on the shared console.
 echo 1 > /proc/sys/kernel/printk
 fact() {{ while IFS= read -r line; do echo "VMCI-FACT $1=$line"; done; }}
+if grep -q 'vmci\\.role=capture' /proc/cmdline; then
+  # The kdump capture kernel, booted by kexec after the first kernel panicked.
+  uname -r | fact capture_release
+  cat /sys/kernel/vmcoreinfo | fact capture_vmcoreinfo
+  grep -E ' (_text|_stext)$' /proc/kallsyms | fact capture_kallsyms
+  grep -E '^ *[0-9a-f]+-[0-9a-f]+ : (System RAM|Kernel code|Kernel data)$' /proc/iomem | fact capture_iomem
+  ls -l /proc/vmcore | fact capture_vmcore
+  echo {capture_ready}
+  while true; do sleep 3600; done
+fi
 uname -r | fact release
 cat /sys/kernel/vmcoreinfo | fact vmcoreinfo
 grep -E ' (_text|_stext)$' /proc/kallsyms | fact kallsyms
@@ -238,6 +256,12 @@ grep MemTotal /proc/meminfo | fact meminfo
 cat /proc/cmdline | fact cmdline
 ls /sys/firmware/qemu_fw_cfg/by_name/etc 2>/dev/null | fact fw_cfg
 echo "VMCI-FACT cpus=$(grep -c ^processor /proc/cpuinfo)"
+if grep -q 'vmci\\.kdump=1' /proc/cmdline; then
+  # Load the same kernel as the crash (capture) kernel, into the crashkernel= reservation.
+  capture="console=ttyS0 nr_cpus=1 irqpoll reset_devices panic=0 vmci.role=capture"
+  /sbin/kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio.gz --append="$capture" 2>&1 | fact kexec_output
+  cat /sys/kernel/kexec_crash_loaded | fact kexec_crash_loaded
+fi
 echo {ready}
 # Panic scenarios (vmci.kmsg=N on the command line): N known lines into the kernel log through
 # /dev/kmsg (enough to wrap the ring), a few records that need escaping, then a crash.
@@ -267,14 +291,25 @@ def kmsg_line(i: int) -> str:
 def init_script(modules: Sequence[str]) -> str:
     """The ``/init`` text, loading ``modules`` (paths inside the initramfs) in order."""
     insmods = "\n".join(f"insmod {m}" for m in modules)
-    return INIT_SCRIPT.format(insmods=insmods, ready=READY_MARKER, line_format=KMSG_LINE_FORMAT)
+    return INIT_SCRIPT.format(insmods=insmods, ready=READY_MARKER, line_format=KMSG_LINE_FORMAT,
+                              capture_ready=CAPTURE_READY_MARKER)
 
 
-def build_initramfs(kernel: KernelFiles, dest_dir: Path, *, busybox: Path | None = None) -> Path:
+def build_initramfs(
+    kernel: KernelFiles,
+    dest_dir: Path,
+    *,
+    busybox: Path | None = None,
+    extra: dict[str, bytes] | None = None,
+    executables: Sequence[str] = (),
+) -> Path:
     """Build (or reuse) ``dest_dir/initramfs-<key>.cpio.gz`` for ``kernel``.
 
-    The key hashes everything that goes in, so a persistent ``dest_dir`` acts as a cache.
+    ``extra`` adds files (path inside the archive -> bytes), ``executables`` names those of them
+    that get mode 0755.  The key hashes everything that goes in, so a persistent ``dest_dir`` acts
+    as a cache.
     """
+    extra = extra or {}
     if shutil.which("cpio") is None:
         raise QemuError("cpio not installed (apt-get install cpio)")
     busybox = busybox or _find_busybox()
@@ -285,7 +320,8 @@ def build_initramfs(kernel: KernelFiles, dest_dir: Path, *, busybox: Path | None
     init = init_script(["/" + name for name in blobs])
     bb = busybox.read_bytes()
     key = hashlib.sha256()
-    for part in (str(HARNESS_VERSION).encode(), kernel.version.encode(), init.encode(), bb, *blobs.values()):
+    for part in (str(HARNESS_VERSION).encode(), kernel.version.encode(), init.encode(), bb, *blobs.values(),
+                 *(name.encode() + b"\0" + data for name, data in sorted(extra.items()))):
         key.update(hashlib.sha256(part).digest())
     dest_dir = Path(dest_dir)
     dest = dest_dir / f"initramfs-{kernel.version}-{key.hexdigest()[:16]}.cpio.gz"
@@ -298,8 +334,11 @@ def build_initramfs(kernel: KernelFiles, dest_dir: Path, *, busybox: Path | None
             (root / d).mkdir(parents=True)
         (root / "bin/busybox").write_bytes(bb)
         (root / "bin/busybox").chmod(0o755)
-        for name, data in blobs.items():
+        for name, data in [*blobs.items(), *extra.items()]:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
+            if name in executables:
+                (root / name).chmod(0o755)
         (root / "init").write_text(init)
         (root / "init").chmod(0o755)
         names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
@@ -319,6 +358,44 @@ def build_initramfs(kernel: KernelFiles, dest_dir: Path, *, busybox: Path | None
             gz.write(proc.stdout)
         os.replace(partial, dest)
     return dest
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The shared objects ``binary`` loads (its ELF interpreter included), as ``ldd`` lists them."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"(/\S+) \(0x", line)
+        if m:
+            libs.append(Path(m.group(1)))
+    return libs
+
+
+def find_kexec() -> Path | None:
+    for cand in (Path("/usr/sbin/kexec"), Path("/sbin/kexec")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def build_kdump_initramfs(kernel: KernelFiles, dest_dir: Path) -> Path:
+    """The harness initramfs plus what ``kexec -p`` needs to load a capture kernel.
+
+    Adds Debian's ``kexec`` (kexec-tools) with its shared libraries, the kernel image as
+    ``/boot/vmlinuz`` and the plain harness initramfs as ``/boot/capture.cpio.gz``: the capture
+    kernel is the same kernel with the same ``/init``, which takes the capture role from
+    ``vmci.role=capture`` on its command line.
+    """
+    kexec = find_kexec()
+    if kexec is None:
+        raise QemuError("kexec not installed (apt-get install kexec-tools)")
+    capture = build_initramfs(kernel, dest_dir)
+    extra = {"sbin/kexec": kexec.read_bytes(), "boot/vmlinuz": kernel.vmlinuz.read_bytes(),
+             "boot/capture.cpio.gz": capture.read_bytes()}
+    for lib in _shared_libraries(kexec):
+        extra[str(lib).lstrip("/")] = lib.resolve().read_bytes()
+    executables = ["sbin/kexec", *(name for name in extra if "/ld-linux" in name)]
+    return build_initramfs(kernel, dest_dir, extra=extra, executables=executables)
 
 
 # -- QMP ---------------------------------------------------------------------------------------
@@ -447,6 +524,15 @@ class GuestFacts:
         return self.iomem("Kernel code")[0][0] - (self.kallsyms["_text"] - START_KERNEL_MAP)
 
     @property
+    def capture_kallsyms(self) -> dict[str, int]:
+        """``_text``/``_stext`` of the kdump capture kernel (kdump scenario), from its /proc/kallsyms."""
+        out = {}
+        for line in self.raw.get("capture_kallsyms", []):
+            addr, _, name = line.split()
+            out[name] = int(addr, 16)
+        return out
+
+    @property
     def cmdline(self) -> str:
         return self.one("cmdline")
 
@@ -493,6 +579,7 @@ class Guest:
         extra_args: Sequence[str] = (),
         boot_timeout: float = 180.0,
         kmsg_lines: int = 0,
+        kdump: bool = False,
     ) -> None:
         if firmware not in ("seabios", "ovmf"):
             raise ValueError(f"firmware must be 'seabios' or 'ovmf', not {firmware!r}")
@@ -512,6 +599,7 @@ class Guest:
         self.extra_args = list(extra_args)
         self.boot_timeout = boot_timeout
         self.kmsg_lines = kmsg_lines
+        self.kdump = kdump
         self.panic_line: str | None = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="vmci-guest-"))
@@ -529,6 +617,8 @@ class Guest:
         assert self.initramfs is not None
         # A panic scenario stays up after the panic (panic=0) so that it can be dumped.
         panic = f"panic=0 printk.devkmsg=on vmci.kmsg={self.kmsg_lines}" if self.kmsg_lines else "panic=-1"
+        if self.kdump:  # reserve room for the capture kernel and load it (kexec -p) before the panic
+            panic += f" crashkernel={CRASHKERNEL} vmci.kdump=1"
         append = f"console=ttyS0 {panic} oops=panic" + ("" if self.kaslr else " nokaslr")
         if self.append:
             append += " " + self.append
@@ -550,7 +640,8 @@ class Guest:
 
     def start(self) -> None:
         if self.initramfs is None:
-            self.initramfs = build_initramfs(self.kernel, self.workdir)
+            build = build_kdump_initramfs if self.kdump else build_initramfs
+            self.initramfs = build(self.kernel, self.workdir)
         if self.firmware == "ovmf" and not OVMF_CODE.is_file():
             raise QemuError(f"{OVMF_CODE} missing (apt-get install ovmf)")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -598,7 +689,8 @@ class Guest:
                 if not self.kmsg_lines:
                     return
                 panic = next((ln.strip() for ln in lines if PANIC_MARKER in ln), None)
-                if panic is not None:
+                captured = not self.kdump or any(ln.strip() == CAPTURE_READY_MARKER for ln in lines)
+                if panic is not None and captured:
                     self.panic_line = panic[panic.index(PANIC_MARKER):]
                     time.sleep(1.0)  # let the panic path finish (CPUs stopped, console flushed)
                     self.facts = parse_facts(self.serial_log.read_text(errors="replace"))
@@ -730,6 +822,7 @@ class Scenario:
     memory: str = "256M"
     machine: str = "q35"
     kmsg_lines: int = 0  #: > 0: write this many known lines to /dev/kmsg, then panic
+    kdump: bool = False  #: load a kdump capture kernel first; dump while it runs
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -741,6 +834,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("ovmf", True, "8f2a5c1e-6b7d-4e3f-9a10-2b3c4d5e6f70", firmware="ovmf"),
         Scenario("panic", True, None, kmsg_lines=KMSG_LINES),
         Scenario("panic_without_device", False, None, kmsg_lines=KMSG_LINES),
+        Scenario("kdump_capture", True, None, memory="512M", kmsg_lines=KMSG_LINES, kdump=True),
     )
 }
 
@@ -795,7 +889,7 @@ def real_dumps(
             return paths
     paths["facts"].unlink(missing_ok=True)  # written last: its presence means "complete"
 
-    initramfs = build_initramfs(kernel, initramfs_dir or directory)
+    initramfs = (build_kdump_initramfs if sc.kdump else build_initramfs)(kernel, initramfs_dir or directory)
     timings: dict[str, float] = {}
     guest = Guest(
         kernel,
@@ -809,6 +903,7 @@ def real_dumps(
         memory=sc.memory,
         machine=sc.machine,
         kmsg_lines=sc.kmsg_lines,
+        kdump=sc.kdump,
     )
     with guest:
         timings["boot"] = guest.boot_seconds
