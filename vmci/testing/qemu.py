@@ -65,6 +65,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vmci.arch.x86_64.consts import START_KERNEL_MAP  # the image is mapped at it + PA - phys_base
+
 READY_MARKER = "VMCI-READY"
 FACT_PREFIX = "VMCI-FACT "
 QEMU = "qemu-system-x86_64"
@@ -72,8 +74,6 @@ OVMF_CODE = Path("/usr/share/ovmf/OVMF.fd")
 KERNEL_MODULE = "qemu_fw_cfg"
 # Bump when the initramfs contents or the real_dumps artefacts change, to invalidate caches.
 HARNESS_VERSION = 1
-# Linux x86_64 maps the kernel image at __START_KERNEL_map + physical address - phys_base.
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 
 
 class QemuError(RuntimeError):
