@@ -65,6 +65,13 @@ def register(arch: Arch) -> Arch:
     return arch
 
 
+def unregister(name: str) -> Arch | None:
+    """Remove and return the architecture called ``name`` (a built-in one comes back only with
+    :func:`register`)."""
+    _load()
+    return _REGISTRY.pop(name, None)
+
+
 def _load() -> dict[str, Arch]:
     global _loaded
     if not _loaded:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from vmci.arch import Arch, Mapping, PageTableKaslr, PageTables, get, lookup, supporting
+from vmci.arch import Arch, Mapping, PageTableKaslr, PageTables, for_vmcoreinfo, get, lookup, supporting
 from vmci.core.dump import Dump
 from vmci.core.memory import PhysicalMemory
 from vmci.errors import NotFoundError, UnsupportedError, UsageError, VmciError
@@ -92,7 +92,8 @@ class KernelMemory:
                   symbols: KernelSymbols | None = None) -> KernelMemory:
         """The kernel of ``dump`` as ``vmcoreinfo`` (the text vmci found, or None) describes it.
 
-        The page-table root comes from the text's keys (:meth:`vmci.arch.Arch.kernel_page_tables`);
+        The architecture is the dump's (a raw image's is recognised by the text's keys).  The
+        page-table root comes from the text's keys (:meth:`vmci.arch.Arch.kernel_page_tables`);
         when they are missing, or give only the legacy ``SYMBOL(phys_base)`` (kernels before 4.10),
         the vCPUs' page tables supply the root, ``phys_base`` and ``KERNELOFFSET``
         (:meth:`vmci.arch.Arch.kaslr_from_page_tables`).  Raises
@@ -100,6 +101,8 @@ class KernelMemory:
         :class:`~vmci.errors.NotFoundError` when neither source gives a root.
         """
         arch = lookup(dump.arch)
+        if arch is None and dump.arch == "unknown" and vmcoreinfo is not None:
+            arch = for_vmcoreinfo(vmcoreinfo)  # a raw image: keys only one architecture writes
         if arch is None or not arch.translates:
             raise UnsupportedError(f"kernel virtual addresses of {dump.arch} dumps are not supported "
                                    f"(supported: {', '.join(supporting('translates'))})")

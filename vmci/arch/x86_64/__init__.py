@@ -58,11 +58,13 @@ class X86_64Arch(Arch):
             phys_base = keys.number("phys_base")
         if root is None or phys_base is None or not C.START_KERNEL_MAP <= root < C.KTEXT_END:
             return None
+        pa = root - C.START_KERNEL_MAP + phys_base
+        if pa < 0:
+            return None
         from vmci.arch.x86_64.paging import page_tables
 
         la57 = bool(keys.number("pgtable_l5_enabled"))
-        return page_tables(root - C.START_KERNEL_MAP + phys_base, la57=la57,
-                           mask=keys.number("sme_mask") or 0)
+        return page_tables(pa, la57=la57, mask=keys.number("sme_mask") or 0)
 
     def lookup(self, memory: PhysicalMemory, tables: PageTables, va: int) -> Mapping:
         from vmci.arch.x86_64.paging import lookup
