@@ -28,6 +28,12 @@ def test_builtin_lookups() -> None:
     assert arch.by_elf_machine(EM_AARCH64) is None
     assert arch.default_arch(8) is x86 and arch.default_arch(4) is i386
     assert (x86.pointer_size, x86.page_size, x86.drgn_arch) == (8, 4096, "X86_64")
+    assert x86.kernel is not None and i386.kernel is None
+    assert (x86.kernel.image_start, x86.kernel.text_link, x86.kernel.physical_align) == (
+        0xFFFFFFFF80000000, 0xFFFFFFFF81000000, 0x200000)  # __START_KERNEL_map, _text, CONFIG_PHYSICAL_ALIGN
+    assert x86.kernel_phys(0xFFFFFFFF81000000, -0x200000) == 0xE00000
+    assert x86.kernel_virt(0xE00000, -0x200000) == 0xFFFFFFFF81000000
+    assert x86.kernel_phys(0xFFFF888000000000, 0) is None  # the direct map is not the image
     assert x86.translates and x86.finds_kaslr and not i386.translates and not i386.finds_kaslr
     assert arch.supporting("finds_kaslr") == ["x86_64"]
     with pytest.raises(UnsupportedError, match="'sparc' is not supported"):

@@ -15,7 +15,9 @@ To add an architecture (``aarch64`` is next; nothing outside ``vmci/arch/`` need
   ``pointer_size``, ``byteorders``, ``page_size``/``page_sizes``, ``vmcoreinfo_keys`` and
   ``vmcoreinfo_markers`` (keys only this architecture's kernels write: a raw image with such a
   text gets this architecture), and the constants of the kernel's memory layout in a
-  ``consts.py`` (one place; producers and tests import them from there).
+  ``consts.py`` (one place; producers and tests import them from there), summed up in ``kernel``
+  (:class:`KernelConstants`: the image window, ``_text``'s link address, the physical start and
+  alignment).
 * **To read CPU state** (``vmci info``, KASLR, the migration and ELF writers): declare the
   ``elf_prstatus`` layout in :mod:`vmci.layouts.prstatus` and implement :meth:`Arch.cpus_from_notes`
   in ``<name>/cpu.py``; every container calls it through :func:`vmci.formats.notes.cpus_from`.
@@ -44,9 +46,18 @@ To add an architecture (``aarch64`` is next; nothing outside ``vmci/arch/`` need
 from __future__ import annotations
 
 import importlib
-from collections.abc import Container, Iterable
+from collections.abc import Container
 
-from vmci.arch.base import Arch, CpuKaslr, KernelKeys, Mapping, PageTableKaslr, PageTables, read_mapped
+from vmci.arch.base import (
+    Arch,
+    CpuKaslr,
+    KernelConstants,
+    KernelKeys,
+    Mapping,
+    PageTableKaslr,
+    PageTables,
+    read_mapped,
+)
 from vmci.core.memory import PhysicalMemory
 from vmci.errors import UnsupportedError, UsageError
 
@@ -145,16 +156,11 @@ def read_virtual(memory: PhysicalMemory, tables: PageTables, va: int, n: int, *,
     return get(tables.arch).read(memory, tables, va, n, zero_fill=zero_fill)
 
 
-def names(arches: Iterable[Arch]) -> str:
-    """``"x86_64"`` / ``"x86_64 or i386"``: for messages."""
-    ns = [a.name for a in arches]
-    return " or ".join(ns) if len(ns) < 3 else ", ".join(ns[:-1]) + " or " + ns[-1]
-
-
 __all__ = [
     "BUILTIN",
     "Arch",
     "CpuKaslr",
+    "KernelConstants",
     "KernelKeys",
     "Mapping",
     "PageTableKaslr",
@@ -170,4 +176,5 @@ __all__ = [
     "read_virtual",
     "register",
     "supporting",
+    "unregister",
 ]

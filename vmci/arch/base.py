@@ -39,6 +39,26 @@ class PageTables:
         return 1 << self.page_shift
 
 
+@dataclass(frozen=True)
+class KernelConstants:
+    """Where an architecture's Linux kernel image lives (the constants of its memory layout).
+
+    ``image_start``/``image_end``: the virtual window the image is mapped in (x86_64:
+    ``__START_KERNEL_map`` and ``KERNEL_IMAGE_SIZE`` above it); ``text_link``: the link address of
+    ``_text`` without KASLR; ``physical_start``: where ``_text`` is linked to run physically
+    (``CONFIG_PHYSICAL_START``); ``physical_align``: KASLR moves the image in multiples of it.
+    """
+
+    image_start: int
+    image_end: int
+    text_link: int
+    physical_start: int
+    physical_align: int
+
+    def in_image(self, va: int) -> bool:
+        return self.image_start <= va < self.image_end
+
+
 class Mapping(NamedTuple):
     """One leaf mapping: ``size`` bytes at virtual ``va`` map to physical ``pa``."""
 
@@ -172,6 +192,8 @@ class Arch:
     vmcoreinfo_keys: tuple[str, ...] = ()
     #: VMCOREINFO keys only this architecture writes: a text with one of them is this architecture's
     vmcoreinfo_markers: tuple[str, ...] = ()
+    #: the kernel image's layout constants (None: not described yet)
+    kernel: KernelConstants | None = None
     #: member name of ``drgn.Architecture`` (None: drgn has no platform for it)
     drgn_arch: str | None = None
     #: implements :meth:`lookup`, :meth:`walk`, :meth:`kernel_page_tables` and :meth:`kernel_root`
@@ -259,4 +281,5 @@ class Arch:
         return flags + (("IS_LITTLE_ENDIAN",) if byteorder == "little" else ())
 
 
-__all__ = ["Arch", "CpuKaslr", "KernelKeys", "Mapping", "PageTableKaslr", "PageTables", "read_mapped"]
+__all__ = ["Arch", "CpuKaslr", "KernelConstants", "KernelKeys", "Mapping", "PageTableKaslr", "PageTables",
+           "read_mapped"]

@@ -41,8 +41,8 @@ def parse_system_map(text: str) -> dict[str, int]:
 
 def _in_image(arch: Arch | None, vaddr: int) -> bool:
     """Is ``vaddr`` a kernel-image address (the architecture's window; else the upper half)?"""
-    if arch is not None and arch.finds_kaslr:
-        return arch.kernel_phys(vaddr, 0) is not None
+    if arch is not None and arch.kernel is not None:
+        return arch.kernel.in_image(vaddr)
     return vaddr >= 1 << 63
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections.abc as cabc
 from collections.abc import Iterator, Sequence
 
-from vmci.arch.base import Arch, KernelKeys, Mapping, PageTableKaslr, PageTables
+from vmci.arch.base import Arch, KernelConstants, KernelKeys, Mapping, PageTableKaslr, PageTables
 from vmci.arch.x86_64 import consts as C
 from vmci.core.dump import CpuState, Note
 from vmci.core.memory import PhysicalMemory
@@ -30,6 +30,8 @@ class X86_64Arch(Arch):
     page_sizes = (C.PAGE_SIZE,)
     vmcoreinfo_keys = C.VMCOREINFO_KEYS
     vmcoreinfo_markers = C.VMCOREINFO_MARKERS
+    kernel = KernelConstants(image_start=C.START_KERNEL_MAP, image_end=C.KTEXT_END, text_link=C.DEFAULT_TEXT,
+                             physical_start=C.PHYSICAL_START, physical_align=C.PHYSICAL_ALIGN)
     drgn_arch = "X86_64"
     translates = True
     finds_kaslr = True
@@ -78,7 +80,7 @@ class X86_64Arch(Arch):
         return walk(memory, tables.root, start, end, tables.va_bits == 57, tables.mask)
 
     def kernel_phys(self, va: int, phys_base: int) -> int | None:
-        if not C.START_KERNEL_MAP <= va < C.KTEXT_END:
+        if not self.kernel.in_image(va):
             return None
         return va - C.START_KERNEL_MAP + phys_base
 
