@@ -122,6 +122,7 @@ def test_cpu_entry_area_alias_and_integers() -> None:
     assert kmem.read_u8(t.idt_va + 5) == 0x8E  # present interrupt gate
     for i, c in enumerate(g.cpus):
         assert kmem.translate(c.gdt_base) == t.gdt_pages[i]  # type: ignore[arg-type]
+        assert kmem.arch.kernel_root(c) == kmem.tables  # CR3 names the same tables as the VMCOREINFO
     leaves = list(kmem.walk(t.idt_va, t.idt_va + 1))
     assert [(m.pa, m.size) for m in leaves] == [(t.idt_pa, 1)]
 

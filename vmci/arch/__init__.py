@@ -58,7 +58,6 @@ from vmci.arch.base import (
     PageTables,
     read_mapped,
 )
-from vmci.core.memory import PhysicalMemory
 from vmci.errors import UnsupportedError, UsageError
 
 #: Modules that define the built-in architectures (each exports ``ARCH``), imported on first lookup.
@@ -148,14 +147,6 @@ def supporting(capability: str) -> list[str]:
     return [a.name for a in _load().values() if getattr(a, capability)]
 
 
-def read_virtual(memory: PhysicalMemory, tables: PageTables, va: int, n: int, *,
-                 zero_fill: bool = False) -> bytes:
-    """``n`` bytes at virtual ``va`` through ``tables`` (their architecture's :meth:`Arch.read`).
-    Raises :class:`~vmci.errors.VirtualReadError` for an unmapped address; ``zero_fill`` reads
-    excluded or missing *physical* pages as zeros."""
-    return get(tables.arch).read(memory, tables, va, n, zero_fill=zero_fill)
-
-
 __all__ = [
     "BUILTIN",
     "Arch",
@@ -173,7 +164,6 @@ __all__ = [
     "get",
     "lookup",
     "read_mapped",
-    "read_virtual",
     "register",
     "supporting",
     "unregister",
