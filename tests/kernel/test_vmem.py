@@ -190,3 +190,19 @@ def test_nothing_to_translate_with() -> None:
     with pytest.raises(VirtualReadError, match="unreadable"):
         kmem.read(0xFFFFFFFF81000000, 1)
     assert page_tables(0x1000).page_size == 4096 and MB2 == 0x200000
+
+
+def test_the_leaf_cache_is_bounded_and_transparent() -> None:
+    """Reads through remembered leaves equal the producer's bytes, also after the cache overflows."""
+    g = build(Scenario(seed=36, ram="32M", device="none"))
+    t = g.tables
+    assert t is not None
+    tail = t.text_va + t.image_size - MB2  # the last 2 MiB: mapped with 4 KiB pages (split_4k=1)
+    for i in range(16):
+        g.mem.write(t.kernel_phys(tail + i * KB4), bytes([i]) * 8)
+    kmem = KernelMemory.from_dump(as_dump(g), VmcoreInfo.parse(g.placed.text))
+    kmem.max_cached_leaves = 3
+    for _ in range(2):
+        assert [kmem.read(tail + i * KB4, 8) for i in range(16)] == [bytes([i]) * 8 for i in range(16)]
+        assert [kmem.leaf(tail + i * KB4 + 5).size for i in range(16)] == [KB4] * 16
+    assert kmem.leaf(t.text_va).size == MB2 and kmem.translate(t.text_va + 7) == t.text_pa + 7

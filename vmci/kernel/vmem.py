@@ -27,7 +27,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from vmci.arch import Arch, Mapping, PageTableKaslr, PageTables, for_vmcoreinfo, get, lookup, supporting
+from vmci.arch import (
+    Arch,
+    Mapping,
+    PageTableKaslr,
+    PageTables,
+    for_vmcoreinfo,
+    get,
+    lookup,
+    read_mapped,
+    supporting,
+)
 from vmci.core.dump import Dump
 from vmci.core.memory import PhysicalMemory
 from vmci.errors import NotFoundError, UnsupportedError, UsageError, VmciError
@@ -60,6 +70,8 @@ class KernelMemory:
 
     #: the largest single :meth:`read` (a corrupt length must not allocate gigabytes)
     max_read = 256 << 20
+    #: leaf mappings remembered (a dump does not change; the cache is dropped when full)
+    max_cached_leaves = 4096
 
     def __init__(
         self,
@@ -84,6 +96,8 @@ class KernelMemory:
         self.phys_base = phys_base
         self.byteorder: Literal["little", "big"] = "big" if byteorder == "big" else "little"
         self.setup = KernelSetup(tables, how, kerneloffset, phys_base)
+        self._leaves: dict[tuple[int, int], Mapping] = {}  # (size, va) -> leaf
+        self._sizes: list[int] = []
 
     # -- construction -------------------------------------------------------------------------
 
@@ -163,9 +177,25 @@ class KernelMemory:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def leaf(self, vaddr: int) -> Mapping:
+        """The leaf mapping (a 4 KiB, 2 MiB or 1 GiB page on x86_64) that holds ``vaddr``; raises
+        :class:`~vmci.errors.VirtualReadError`.  Leaves are remembered, so nearby reads walk once."""
+        for size in self._sizes:
+            hit = self._leaves.get((size, vaddr & ~(size - 1)))
+            if hit is not None:
+                return hit
+        found = self.arch.lookup(self.memory, self.tables, vaddr)
+        if len(self._leaves) >= self.max_cached_leaves:
+            self._leaves.clear()
+        self._leaves[found.size, found.va] = found
+        if found.size not in self._sizes:
+            self._sizes.append(found.size)
+        return found
+
     def translate(self, vaddr: int) -> int:
         """Physical address of ``vaddr``; raises :class:`~vmci.errors.VirtualReadError`."""
-        return self.arch.translate(self.memory, self.tables, vaddr)
+        hit = self.leaf(vaddr)
+        return hit.pa + (vaddr - hit.va)
 
     def is_mapped(self, vaddr: int) -> bool:
         try:
@@ -186,7 +216,7 @@ class KernelMemory:
         bits = 8 * self.pointer_size
         if not 0 <= vaddr < 1 << bits or vaddr + n > 1 << bits:
             raise UsageError(f"{n} bytes at {vaddr:#x} do not fit a {bits}-bit address space")
-        return self.arch.read(self.memory, self.tables, vaddr, n, zero_fill=zero_fill)
+        return read_mapped(self.leaf, self.memory, vaddr, n, zero_fill=zero_fill)
 
     def read_int(self, vaddr: int, size: int, *, signed: bool = False) -> int:
         return int.from_bytes(self.read(vaddr, size), self.byteorder, signed=signed)
