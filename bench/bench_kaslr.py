@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from vmci.arch.x86_64.paging import kaslr_from_page_tables, walk
+from vmci.arch.x86_64.kaslr import kaslr_from_page_tables
+from vmci.arch.x86_64.paging import walk
 from vmci.core.memory import Range, SparseMemory
 from vmci.producer.pagetables import build_kernel_page_tables
 

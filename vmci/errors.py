@@ -74,6 +74,17 @@ class ExcludedPageError(MemoryReadError):
     """The page is RAM but the dump tool left it out (kdump dump level, truncated dump)."""
 
 
+class VirtualReadError(MemoryReadError):
+    """A kernel virtual address has no valid mapping, or a page table on the way is unreadable.
+
+    ``vaddr`` is the virtual address asked for, ``paddr`` the table entry (or page) that failed.
+    """
+
+    def __init__(self, message: str, *, vaddr: int, paddr: int = 0) -> None:
+        self.vaddr = vaddr
+        super().__init__(message, paddr=paddr)
+
+
 class NotFoundError(VmciError):
     """What was asked for (vmcoreinfo, an ACPI table, a GUID) is not in the dump."""
 

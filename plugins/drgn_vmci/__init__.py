@@ -56,8 +56,10 @@ def kaslr_dict(prog: drgn.Program) -> dict[str, Any]:
 
 
 def _print_kaslr(k: dict[str, Any]) -> None:
+    from vmci.core.numbers import signed_hex
+
     def sx(v: int | None) -> str:
-        return "-" if v is None else (f"{v:#x}" if v >= 0 else f"-{-v:#x} ({v})")
+        return signed_hex(v, decimal=True)
 
     print(f"KERNELOFFSET {sx(k['kerneloffset'])}  phys_base {sx(k['phys_base'])}  method {k['method']}  "
           f"verdict {k['verdict']}")
@@ -102,8 +104,9 @@ def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs:
     with open_dump(path) as d:
         result = analyze(d, vmgenid=False)
     rec = prog.cache.get("vmci", {})
-    raw = _text(prog) or b""
-    synthesized = b"\nVMCI_SYNTHESIZED=1\n" in raw
+    from vmci.kernel.vmcoreinfo import is_synthesized
+
+    synthesized = is_synthesized(_text(prog) or b"")
     if args.action == "provenance":
         found = {k: result["vmcoreinfo"][k] for k in ("found", "source", "paddr", "reason")}
         out: Any = {"loaded_from": rec or {"source": "drgn"}, "synthesized": synthesized,
@@ -130,7 +133,7 @@ def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs:
 
 def _check(prog: drgn.Program) -> list[str]:
     """The warnings the hook prints (also used by tests)."""
-    from vmci.kernel.vmcoreinfo import VmcoreInfo
+    from vmci.kernel.vmcoreinfo import VmcoreInfo, is_synthesized
 
     out: list[str] = []
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
@@ -141,7 +144,9 @@ def _check(prog: drgn.Program) -> list[str]:
         from vmci.formats import open_dump
 
         with open_dump(path) as d:
-            if d.arch not in ("x86_64", "i386"):
+            from vmci.arch import lookup
+
+            if lookup(d.arch) is None:
                 return out
             found = find_vmcoreinfo(d).chosen
         if found is not None:
@@ -153,7 +158,7 @@ def _check(prog: drgn.Program) -> list[str]:
     if raw is None:
         return out
     vi = VmcoreInfo.parse(raw)
-    if vi.get("VMCI_SYNTHESIZED") == "1":
+    if is_synthesized(vi):
         out.append("this VMCOREINFO was SYNTHESIZED by vmci from the page tables (no kernel note survived)")
     missing = [k for k in ("KERNELOFFSET", "NUMBER(phys_base)") if k not in vi]
     if missing and not any(k in vi for k in ("NUMBER(kimage_voffset)", "NUMBER(VA_BITS)")):

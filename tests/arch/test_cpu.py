@@ -10,14 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmci.arch.x86_64.cpu import (
-    CpuState,
     cpus_from_notes,
     parse_prstatus,
     parse_qemu_cpu,
     prstatus_desc,
     qemu_cpu_desc,
 )
-from vmci.core.dump import Note
+from vmci.core.dump import CpuState, Note
 from vmci.errors import FormatError, TruncatedError, UsageError
 from vmci.layouts.prstatus import I386_USER_REGS, X86_64_USER_REGS
 

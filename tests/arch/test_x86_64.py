@@ -8,22 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmci.arch.x86_64.cpu import CpuState
-from vmci.arch.x86_64.paging import (
-    DEFAULT_TEXT,
-    START_KERNEL_MAP,
-    KernelVirtualMemory,
-    Mapping,
-    TranslationError,
-    kaslr_from_page_tables,
-    kernel_root,
-    parse_system_map,
-    read_virtual,
-    translate,
-    walk,
-)
+from vmci.arch import Mapping
+from vmci.arch.x86_64.consts import DEFAULT_TEXT, START_KERNEL_MAP
+from vmci.arch.x86_64.kaslr import kaslr_from_page_tables
+from vmci.arch.x86_64.paging import TranslationError, kernel_root, page_tables, translate, walk
+from vmci.core.dump import CpuState
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, MemoryReadError, NotFoundError
+from vmci.kernel.symbols import parse_system_map
+from vmci.kernel.vmem import KernelMemory
 from vmci.producer.pagetables import KB4, MB2, KernelTables, build_kernel_page_tables
 
 RAM_TOP = 0x80000000  # 2 GiB, sparse: only written pages cost memory
@@ -126,8 +119,7 @@ def test_read_virtual_crosses_pages() -> None:
     mem, kt = build(kaslr_offset=0x2000000, split_4k=1)
     va = kt.text_va + IMAGE - KB4 - 3  # inside the 4 KiB-mapped tail, across a page boundary
     mem.write(kt.kernel_phys(va), b"abcdefgh")
-    assert read_virtual(mem, kt.pgd, va, 8) == b"abcdefgh"
-    kvm = KernelVirtualMemory(mem, kt.pgd)
+    kvm = KernelMemory(mem, page_tables(kt.pgd))
     assert kvm.read(va, 8) == b"abcdefgh"
     assert kvm.translate(va) == kt.kernel_phys(va)
     assert next(iter(kvm.walk(kt.text_va, kt.text_va + 1))) == Mapping(kt.text_va, kt.text_pa, 1)

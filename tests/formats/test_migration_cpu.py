@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmci.arch.x86_64.cpu import CpuState
-from vmci.arch.x86_64.paging import kaslr_from_page_tables
+from vmci.analysis.kaslr import kaslr_for_dump
+from vmci.arch.x86_64.kaslr import kaslr_from_page_tables
+from vmci.core.dump import CpuState
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
 from vmci.formats.migration.cpu import CpuSectionError, decode_cpu_section
 from vmci.formats.migration.cpu_writer import cpu_devices, cpu_payload, cpu_values, write_migration_with_cpus
 from vmci.formats.migration.writer import Device, standard_devices, write_migration
-from vmci.kernel.kaslr import kaslr_for_dump
 from vmci.layouts.migration import QEMU_VM_SUBSECTION, SubsectionHeader
 from vmci.layouts.migration_cpu import (
     CPU_VERSION,

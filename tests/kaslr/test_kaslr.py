@@ -9,13 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from vmci.analysis.analyze import analyze
+from vmci.analysis.kaslr import kaslr_for_dump
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
-from vmci.arch.x86_64.paging import read_virtual
 from vmci.cli import app
 from vmci.errors import FormatError
 from vmci.formats import open_dump
-from vmci.kernel.kaslr import KernelSymbols, kaslr_for_dump, kaslr_report, load_symbols
+from vmci.kernel.kaslr import kaslr_report
+from vmci.kernel.symbols import KernelSymbols, load_symbols
 from vmci.kernel.vmcoreinfo import VmcoreInfo
+from vmci.kernel.vmem import KernelMemory
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
 
 
@@ -66,9 +68,9 @@ def test_negative_phys_base_and_one_gib_direct_map(tmp_path: Path) -> None:
         assert rep.vmcoreinfo is None and rep.verdict == "page-tables-only" and rep.method == "page-tables"
         assert (rep.kerneloffset, rep.phys_base) == (0x4000000, -0x2000000)
         # the direct map uses 1 GiB leaves: the banner reads the same there as through the text mapping
-        root = rep.result.root  # type: ignore[union-attr]
-        via_text = read_virtual(d.memory, root, g.banner[0], 40)
-        via_direct = read_virtual(d.memory, root, g.tables.page_offset + g.banner[1], 40)
+        kmem = KernelMemory(d.memory, rep.result.tables)  # type: ignore[union-attr]
+        via_text = kmem.read(g.banner[0], 40)
+        via_direct = kmem.read(g.tables.page_offset + g.banner[1], 40)
     assert via_text == via_direct == g.banner[2][:40]
 
 

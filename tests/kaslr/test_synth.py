@@ -49,10 +49,11 @@ def test_synthesized_values_equal_truth(tmp_path: Path, la57: bool, pti: bool, f
     assert not [w for w in vi.warnings if w.code in ("missing-key", "missing-kaslr-key", "bad-value")]
     assert set(DRGN_REQUIRED) <= set(vi.keys()) and "SYMBOL(swapper_pg_dir)" in s.sources
     # the text's own address reads the release back out of the dump through the page tables
-    from vmci.arch.x86_64.paging import read_virtual
+    from vmci.arch.x86_64.paging import page_tables
+    from vmci.kernel.vmem import KernelMemory
 
     with open_dump(path) as d:
-        rel = release_via(vi, lambda va, n: read_virtual(d.memory, t.pgd, va, n, la57))
+        rel = release_via(vi, KernelMemory(d.memory, page_tables(t.pgd, la57=la57)).read)
     assert rel == k.osrelease
 
 

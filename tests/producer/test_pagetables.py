@@ -6,20 +6,10 @@ import struct
 
 import pytest
 
+from vmci.arch.x86_64.consts import CR0_PE, CR0_PG, CR4_LA57, CR4_PAE, CR4_PGE, START_KERNEL_MAP
 from vmci.arch.x86_64.cpu import cpus_from_notes, prstatus_desc, qemu_cpu_desc
-from vmci.arch.x86_64.paging import (
-    CR0_PE,
-    CR0_PG,
-    CR4_LA57,
-    CR4_PAE,
-    CR4_PGE,
-    START_KERNEL_MAP,
-    decode_idt_gate,
-    kaslr_from_page_tables,
-    kernel_root,
-    translate,
-    walk,
-)
+from vmci.arch.x86_64.kaslr import decode_idt_gate, kaslr_from_page_tables
+from vmci.arch.x86_64.paging import kernel_root, translate, walk
 from vmci.core.dump import Note
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError

@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from vmci.arch.x86_64.paging import START_KERNEL_MAP, KernelVirtualMemory
+from vmci.arch.x86_64.consts import START_KERNEL_MAP
+from vmci.arch.x86_64.paging import page_tables
 from vmci.core.memory import Range
 from vmci.errors import UsageError
 from vmci.firmware import acpi as reader
 from vmci.formats import open_dump
+from vmci.kernel.vmem import KernelMemory
 from vmci.layouts.fw_cfg import GuidLE, VmcoreinfoRfcContent
 from vmci.producer.guest import BIOS_ROM_BASE, guest_layout, split_ram
 from vmci.producer.scenario import Scenario, build, generate
@@ -86,7 +88,7 @@ def test_kernel_relations_and_translation(tmp_path) -> None:
         assert f"NUMBER(phys_base)={k['phys_base']}\n".encode() in text
         cpu = d.cpus[0]
         assert cpu.cr3 is not None and cpu.cr3 & ~0xFFF == k["pgd_paddr"]
-        kvm = KernelVirtualMemory(d.memory, k["pgd_paddr"])
+        kvm = KernelMemory(d.memory, page_tables(k["pgd_paddr"]))
         assert kvm.read(k["uts_release_vaddr"], 14) == k["osrelease"].encode()[:14]
         assert kvm.read(k["linux_banner"], 14) == b"Linux version "
         assert kvm.translate(k["swapper_pg_dir"]) == k["pgd_paddr"]
@@ -110,7 +112,7 @@ def test_profiles_and_paging_modes(kernel: str, la57: bool) -> None:
     assert (b"BUILD-ID=" in text) == (kernel != "4.9")
     if kernel == "4.9":  # .bss buffers inside the kernel image
         assert g.tables.text_pa <= g.placed.note_paddr < g.tables.text_pa + g.tables.image_size
-    kvm = KernelVirtualMemory(g.mem, g.tables.pgd, la57=la57)
+    kvm = KernelMemory(g.mem, page_tables(g.tables.pgd, la57=la57))
     k = g.kernel
     release = kvm.read(k.runtime("init_uts_ns") + k.value("OFFSET(uts_namespace.name)") + 130, 65)
     assert release.rstrip(b"\0") == k.osrelease.encode()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vmci.arch.x86_64.paging import START_KERNEL_MAP
+from vmci.arch.x86_64.consts import START_KERNEL_MAP
 from vmci.errors import FormatError
 from vmci.formats import open_dump
-from vmci.kernel.kaslr import kaslr_report, load_symbols
+from vmci.kernel.kaslr import kaslr_report
+from vmci.kernel.symbols import load_symbols
 from vmci.kernel.synthesize import synthesize
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.testing.qemu import KernelFiles, RealGuest

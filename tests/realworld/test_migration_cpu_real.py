@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from vmci.arch.x86_64.paging import kaslr_from_page_tables
+from vmci.analysis.kaslr import kaslr_for_dump
+from vmci.arch.x86_64.kaslr import kaslr_from_page_tables
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.kernel.kaslr import kaslr_for_dump
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.layouts.migration_cpu import CPU_COMMON_FIELDS, X86_64_CPU_FIELDS
 from vmci.testing.qemu import RealGuest

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from vmci.analysis.checks import run_checks, worst
+from vmci.analysis.kaslr import kaslr_section
 from vmci.analysis.report import SCHEMA
 from vmci.core.dump import Dump
 from vmci.discover.finding import Candidate
 from vmci.discover.run import Discovery, find_vmcoreinfo
 from vmci.errors import VmciError
-from vmci.kernel.kaslr import KernelSymbols, kaslr_section
+from vmci.kernel.symbols import KernelSymbols
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
 KEY_VALUES = ("OSRELEASE", "BUILD-ID", "PAGESIZE", "KERNELOFFSET", "NUMBER(phys_base)", "CRASHTIME")
@@ -92,7 +93,7 @@ def analyze(
 ) -> dict[str, Any]:
     """Everything ``vmci analyze --json`` prints (see :data:`vmci.analysis.report.ANALYZE_SCHEMA`).
 
-    ``kaslr`` compares the text's KASLR values with the vCPUs' page tables (:mod:`vmci.kernel.kaslr`);
+    ``kaslr`` compares the text's KASLR values with the vCPUs' page tables (:mod:`vmci.analysis.kaslr`);
     ``symbols`` (a System.map/vmlinux) adds exact symbol addresses to that section.
     """
     disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, strategies=strategies,

@@ -88,7 +88,7 @@ ANALYZE_SCHEMA: dict[str, Any] = {
             "required": ["kerneloffset", "phys_base", "method"],
             "properties": {
                 "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "method": _OPT_STR,
-                # present when a vCPU had paging on (vmci.kernel.kaslr.KaslrReport)
+                # present when a vCPU had paging on (vmci.analysis.kaslr.KaslrResult)
                 "verdict": {"enum": ["agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none"]},
                 "vmcoreinfo": {"type": ["object", "null"], "properties": {
                     "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "synthesized": {"type": "boolean"}}},

@@ -34,19 +34,19 @@ def kaslr(
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
         syms = None
         if system_map is not None:
-            from vmci.kernel.kaslr import load_symbols
+            from vmci.kernel.symbols import load_symbols
 
             syms = load_symbols(system_map)
         with open_dump_arg(dump, format, raw_base) as d:
-            from vmci.kernel.kaslr import kaslr_section, vmcoreinfo_for_kaslr
+            from vmci.analysis.kaslr import kaslr_result, vmcoreinfo_for_kaslr
 
             text, source = vmcoreinfo_for_kaslr(d, scan=scan, addr_blob=blob)
-            result = kaslr_section(d, vmcoreinfo=text, source=source, symbols=syms, deep=deep)
+            result = kaslr_result(d, vmcoreinfo=text, source=source, symbols=syms, deep=deep)
         if json_out:
-            typer.echo(json.dumps({"schema": 1, **result}, indent=2))
+            typer.echo(json.dumps({"schema": 1, **result.to_dict()}, indent=2))
         else:
             from vmci.cli.render import render_kaslr
 
             render_kaslr(result)
-        if result["kerneloffset"] is None or result.get("verdict") == "conflict":
+        if result.failed:
             raise typer.Exit(1)

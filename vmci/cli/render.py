@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+from vmci.core.numbers import signed_hex
+
+if TYPE_CHECKING:
+    from vmci.analysis.kaslr import KaslrResult
 
 MAX_ROWS = 40
 
@@ -24,7 +29,7 @@ def _fmt(value: Any, key: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int) and abs(value) > 4096 and any(w in key for w in _HEX_WORDS):
-        return f"{value:#x}" if value >= 0 else f"-{-value:#x} ({value})"
+        return signed_hex(value, decimal=True)
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if isinstance(value, dict):
@@ -134,15 +139,15 @@ def render_analysis(r: dict[str, Any]) -> None:
 
 
 def _signed(v: int | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:#x}" if v >= 0 else f"-{-v:#x} ({v})"
+    return signed_hex(v, decimal=True)
 
 
-def render_kaslr(k: dict[str, Any], c: Console | None = None) -> None:
-    """``vmci kaslr``: the answer, the two sources, the evidence."""
+def render_kaslr(result: KaslrResult | dict[str, Any], c: Console | None = None) -> None:
+    """``vmci kaslr``: the answer, the two sources, the evidence (a :class:`KaslrResult`, or its
+    JSON object as ``analyze`` holds it)."""
     from rich.markup import escape
 
+    k = result if isinstance(result, dict) else result.to_dict()
     c = c or _console()
     styles = {"agree": "green", "conflict": "bold red", "none": "red"}
     style = styles.get(k.get("verdict") or "none", "yellow")

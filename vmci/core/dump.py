@@ -1,15 +1,19 @@
-"""The uniform result of opening any dump: memory, notes, CPUs and header facts."""
+"""The uniform result of opening any dump: memory, notes, CPUs and header facts.
+
+Plain data only: the note parsers that fill :class:`CpuState` live with their architecture
+(:mod:`vmci.arch`), the readers that fill :class:`Dump` in :mod:`vmci.formats`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vmci.core.memory import PhysicalMemory
 
-if TYPE_CHECKING:
-    from vmci.arch.x86_64.cpu import CpuState
+_CR0_PG = 1 << 31  # x86 CR0.PG: paging on
+_CR4_LA57 = 1 << 12  # x86 CR4.LA57: 5-level paging
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,51 @@ class Note:
             return None
         namesz = len(self.name.encode()) + 1 if self.name else 0
         return self.offset + 12 + (-(-namesz // 4) * 4)
+
+
+@dataclass
+class CpuState:
+    """One vCPU as the dump saved it.  Values that no source provided are ``None`` (or absent from
+    ``regs``).
+
+    ``regs`` holds the general registers under the kernel's ``user_regs_struct`` names of the
+    architecture (``rax``.. on x86_64, ``eax``.. on i386) plus whatever else the sources give by
+    name (segment details on x86).  The control and descriptor-table registers are x86's (QEMU
+    saves them in its ``QEMU`` note, and in the migration stream); they stay ``None`` on
+    architectures whose dumps carry no system registers.  ``sources`` names what filled this state,
+    ``warnings`` what disagreed.
+    """
+
+    index: int
+    pid: int | None = None
+    regs: dict[str, int] = field(default_factory=dict)
+    cr0: int | None = None
+    cr1: int | None = None
+    cr2: int | None = None
+    cr3: int | None = None
+    cr4: int | None = None
+    gdt_base: int | None = None
+    gdt_limit: int | None = None
+    idt_base: int | None = None
+    idt_limit: int | None = None
+    kernel_gs_base: int | None = None
+    qemu_version: int | None = None
+    crash_occurred: bool | None = None
+    sources: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def paging(self) -> bool:
+        """Address translation is on: CR0.PG set and a non-zero CR3 (False without control registers)."""
+        return self.cr0 is not None and bool(self.cr0 & _CR0_PG) and bool(self.cr3)
+
+    @property
+    def la57(self) -> bool:
+        """CR4.LA57: 5-level paging."""
+        return self.cr4 is not None and bool(self.cr4 & _CR4_LA57)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

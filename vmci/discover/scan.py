@@ -21,6 +21,7 @@ import string
 from collections.abc import Callable, Iterator
 from typing import Literal
 
+from vmci.arch import for_vmcoreinfo
 from vmci.core.evidence import Evidence
 from vmci.core.memory import Buffer, PhysicalMemory
 from vmci.discover.finding import Candidate, Finding
@@ -32,7 +33,6 @@ NEEDLE = VMCOREINFO_NOTE_NAME + b"\0"
 TEXT_MAGIC = b"OSRELEASE="
 #: VMCOREINFO_BYTES is PAGE_SIZE; 256 KiB is the largest Linux page size.
 MAX_DESCSZ = 1 << 18
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 CHUNK = 16 << 20
 MAX_REJECTED = 64
 
@@ -315,13 +315,16 @@ def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
         c.evidence.info("init_uts_ns", f"cannot check: {err}")
         c.facts["uts_confirmed"] = None
         return
-    if sym is None or pb is None or pb.legacy_symbol or sym < START_KERNEL_MAP:
+    arch = for_vmcoreinfo(t)  # the architecture whose kernels write NUMBER(phys_base)
+    paddr = None
+    if sym is not None and pb is not None and not pb.legacy_symbol and arch is not None:
+        paddr = arch.kernel_phys(sym, pb.value)
+    if paddr is None:
         why = "legacy SYMBOL(phys_base) only" if pb is not None and pb.legacy_symbol else \
             "needs SYMBOL(init_uts_ns) and NUMBER(phys_base)"
         c.evidence.info("init_uts_ns", f"cannot check: {why}")
         c.facts["uts_confirmed"] = None
         return
-    paddr = sym - START_KERNEL_MAP + pb.value
     data = _read_or_none(mem, paddr, 16 + 390) if paddr >= 0 else None
     if data is None:
         c.evidence.info("init_uts_ns", "cannot check: its physical address is not in the dump", paddr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from vmci.core.dump import Note
+from vmci.core.dump import CpuState, Note
 from vmci.core.memory import Buffer
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header, note_header_struct
 
@@ -64,13 +64,25 @@ def find_desc(blob: bytes, name: str, byteorder: str = "little") -> tuple[int, i
     return None
 
 
-def cpus_from(notes: list[Note], machine: str, warnings: list[str]) -> list:
-    """CPU states from the notes; a malformed CPU note costs a warning, not the dump."""
-    from vmci.arch.x86_64.cpu import cpus_from_notes
-    from vmci.errors import FormatError
+def cpus_from(notes: list[Note], machine: str, warnings: list[str], *,
+              byteorder: str = "little") -> list[CpuState]:
+    """CPU states from the notes, parsed by the architecture ``machine`` names (:mod:`vmci.arch`).
 
+    A malformed CPU note costs a warning, not the dump; so do CPU notes of an architecture vmci
+    has no parser for.
+    """
+    from vmci.arch import lookup
+    from vmci.errors import FormatError, UnsupportedError
+
+    arch = lookup(machine)
     try:
-        return cpus_from_notes(notes, machine)
+        if arch is None:
+            raise UnsupportedError(f"no CPU note parser for architecture {machine!r}")
+        return arch.cpus_from_notes(notes, byteorder=byteorder)
+    except UnsupportedError as e:
+        if any(n.name in ("CORE", "QEMU") for n in notes):
+            warnings.append(f"CPU state notes not decoded: {e}")
+        return []
     except FormatError as e:
         warnings.append(f"CPU state notes unreadable: {e}")
         return []

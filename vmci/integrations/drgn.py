@@ -32,7 +32,7 @@ from vmci.errors import NotFoundError, UnsupportedError, UsageError
 if TYPE_CHECKING:
     import drgn
 
-    from vmci.kernel.kaslr import KernelSymbols
+    from vmci.kernel.symbols import KernelSymbols
 
 CACHE_KEY = "vmci"
 _NATIVE = ("elf", "kdump", "kdump-flattened")
@@ -49,22 +49,22 @@ def _drgn() -> Any:
 
 
 def platform_for(dump: Dump, text: bytes | None = None) -> drgn.Platform:
-    """The drgn platform of a dump (libkdumpfile needs it for QEMU kdump headers).  A raw image
-    names no architecture: x86_64 is inferred from x86_64-only VMCOREINFO keys in ``text``."""
+    """The drgn platform of a dump (libkdumpfile needs it for QEMU kdump headers), from the
+    dump's architecture (:mod:`vmci.arch`).  A raw image names no architecture: it is inferred from
+    VMCOREINFO keys in ``text`` that only one architecture writes."""
+    from vmci.arch import for_vmcoreinfo, lookup
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
+
     d = _drgn()
-    flags = d.PlatformFlags.IS_LITTLE_ENDIAN if dump.byte_order == "little" else d.PlatformFlags(0)
-    arch = dump.arch
-    if (
-        arch == "unknown"
-        and text is not None
-        and any(k in text for k in (b"\nNUMBER(phys_base)=", b"\nNUMBER(pgtable_l5_enabled)="))
-    ):
-        arch = "x86_64"
-    if arch == "x86_64":
-        return d.Platform(d.Architecture.X86_64, flags | d.PlatformFlags.IS_64_BIT)
-    if arch == "i386":
-        return d.Platform(d.Architecture.I386, flags)
-    raise UnsupportedError(f"no drgn platform for architecture {dump.arch!r}")
+    arch = lookup(dump.arch)
+    if arch is None and dump.arch == "unknown" and text is not None:
+        arch = for_vmcoreinfo(VmcoreInfo.parse(text))
+    if arch is None or arch.drgn_arch is None:
+        raise UnsupportedError(f"no drgn platform for architecture {dump.arch!r}")
+    flags = d.PlatformFlags(0)
+    for name in arch.drgn_flags(dump.byte_order):
+        flags |= getattr(d.PlatformFlags, name)
+    return d.Platform(getattr(d.Architecture, arch.drgn_arch), flags)
 
 
 def vmcoreinfo_for_dump(
@@ -171,7 +171,7 @@ def program_from_dump(
                 dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize, symbols=symbols
             )
         if prov["synthesized"] is None:
-            from vmci.kernel.synthesize import is_synthesized
+            from vmci.kernel.vmcoreinfo import is_synthesized
 
             prov["synthesized"] = is_synthesized(text)
         platform = platform_for(dump, text)

@@ -1,7 +1,8 @@
-"""A synthesized VMCOREINFO for dumps where only the page tables survive (x86_64).
+"""A synthesized VMCOREINFO for dumps where only the page tables survive.
 
 The text carries what drgn needs (``OSRELEASE``, ``PAGESIZE``, ``SYMBOL(swapper_pg_dir)``) plus
-what makes kernel addresses right (``KERNELOFFSET``, ``NUMBER(phys_base)``,
+what makes kernel addresses right (``KERNELOFFSET`` and the architecture's own keys,
+:meth:`vmci.arch.Arch.synthesized_keys`: x86_64 ``NUMBER(phys_base)``,
 ``NUMBER(pgtable_l5_enabled)``).  It is marked on its second line with ``VMCI_SYNTHESIZED=1``:
 VMCOREINFO has no comment syntax, every reader skips keys it does not know (drgn 0.3.0 verified),
 and ``OSRELEASE`` stays first because memory scanners key on it.  Values that only vmci knows
@@ -18,24 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmci.arch.x86_64.paging import START_KERNEL_MAP
+from vmci.arch import get
 from vmci.core.dump import Dump
 from vmci.errors import NotFoundError
-from vmci.kernel.kaslr import (
-    KaslrReport,
-    KernelSymbols,
-    banner_release,
-    find_build_id,
-    find_swapper_pg_dir,
-    find_utsname,
-    kaslr_report,
-    va_of,
-)
-from vmci.kernel.vmcoreinfo import VmcoreInfo
+from vmci.kernel.image import banner_release, find_build_id, find_swapper_pg_dir, find_utsname, va_of
+from vmci.kernel.kaslr import KaslrReport, kaslr_report
+from vmci.kernel.symbols import KernelSymbols
+from vmci.kernel.vmcoreinfo import SYNTHESIZED_KEY, VmcoreInfo, is_synthesized
 
-MARK_KEY = "VMCI_SYNTHESIZED"
+MARK_KEY = SYNTHESIZED_KEY
 MARK = f"{MARK_KEY}=1"
-PAGE_SIZE = 4096
 
 
 @dataclass
@@ -54,12 +47,6 @@ class Synthesized:
         return {"synthesized": True, "text": self.text.decode(), "sources": dict(self.sources)}
 
 
-def is_synthesized(text: VmcoreInfo | bytes | str) -> bool:
-    """True for a text made by :func:`synthesize` (it carries ``VMCI_SYNTHESIZED=1``)."""
-    vi = text if isinstance(text, VmcoreInfo) else VmcoreInfo.parse(text)
-    return vi.get(MARK_KEY) == "1"
-
-
 def synthesize(dump: Dump, *, report: KaslrReport | None = None,
                symbols: KernelSymbols | None = None) -> Synthesized:
     """Build a VMCOREINFO from the page tables and the kernel image in ``dump``.
@@ -73,6 +60,7 @@ def synthesize(dump: Dump, *, report: KaslrReport | None = None,
         why = rep.page_tables_error or "no page-table result"
         raise NotFoundError(f"cannot synthesize a VMCOREINFO: {why}")
     mem = dump.memory
+    arch = get(res.tables.arch)
     koff, pbase = res.kerneloffset, res.phys_base
     src: dict[str, str] = {}
     banner = rep.corroboration.get("banner") or {}
@@ -91,8 +79,8 @@ def synthesize(dump: Dump, *, report: KaslrReport | None = None,
             src["BUILD-ID"] = "GNU build-ID note in the kernel image (.notes)"
     if build_id:
         lines.append(f"BUILD-ID={build_id}")
-    lines.append(f"PAGESIZE={PAGE_SIZE}")
-    src["PAGESIZE"] = "x86_64 base page size"
+    lines.append(f"PAGESIZE={arch.page_size}")
+    src["PAGESIZE"] = f"{arch.name} base page size"
     spd = None
     if symbols is not None:
         link = symbols.symbols.get("swapper_pg_dir", symbols.symbols.get("init_top_pgt"))
@@ -105,7 +93,7 @@ def synthesize(dump: Dump, *, report: KaslrReport | None = None,
             src["SYMBOL(swapper_pg_dir)"] = f"image page at {pa:#x} whose kernel half equals CR3's"
         else:
             # any PGD shares the kernel half; drgn only turns this value into a physical address
-            spd = res.root - pbase + START_KERNEL_MAP
+            spd = arch.kernel_virt(res.root, pbase)
             src["SYMBOL(swapper_pg_dir)"] = f"CR3's PGD {res.root:#x} (swapper_pg_dir itself not found)"
     lines.append(f"SYMBOL(swapper_pg_dir)={spd:x}")
     if symbols is not None and "init_uts_ns" in symbols.symbols:
@@ -116,11 +104,12 @@ def synthesize(dump: Dump, *, report: KaslrReport | None = None,
         if uts is not None:
             lines.append(f"VMCI(new_utsname)={va_of(res, uts):x}")
             src["VMCI(new_utsname)"] = f"struct new_utsname with release {release!r} found at {uts:#x}"
-    lines += [f"KERNELOFFSET={koff:x}", f"NUMBER(phys_base)={pbase}",
-              f"NUMBER(pgtable_l5_enabled)={int(res.la57)}"]
     used = sum(c.kerneloffset is not None for c in res.cpus)
-    how = f"page tables of {used} vCPU(s), _text at {res.text_va:#x}"
-    src.update({"KERNELOFFSET": how, "NUMBER(phys_base)": how, "NUMBER(pgtable_l5_enabled)": "CR4.LA57"})
+    lines.append(f"KERNELOFFSET={koff:x}")
+    src["KERNELOFFSET"] = f"page tables of {used} vCPU(s), _text at {res.text_va:#x}"
+    for key, value, how in arch.synthesized_keys(res):
+        lines.append(f"{key}={value}")
+        src[key] = how
     lines.append(f"VMCI(kaslr_method)={res.method}")
     text = ("\n".join(lines) + "\n").encode()
     return Synthesized(text, src, rep)

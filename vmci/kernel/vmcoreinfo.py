@@ -32,6 +32,8 @@ VMCOREINFO_BYTES = 4096
 DRGN_REQUIRED = ("OSRELEASE", "PAGESIZE", "SYMBOL(swapper_pg_dir)")
 #: Keys without which KASLR'd kernel addresses come out wrong.
 KASLR_KEYS = ("KERNELOFFSET", "NUMBER(phys_base)")
+#: The key that marks a text vmci synthesized (:mod:`vmci.kernel.synthesize`): ``VMCI_SYNTHESIZED=1``.
+SYNTHESIZED_KEY = "VMCI_SYNTHESIZED"
 #: Keys seen only on arm64 (no ``NUMBER(phys_base)`` expected there).
 _ARM64_MARKERS = ("NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)", "NUMBER(VA_BITS)")
 
@@ -324,6 +326,13 @@ class VmcoreInfo:
             "warnings": [w.to_dict() for w in self.warnings],
             "text": self.text,
         }
+
+
+def is_synthesized(text: VmcoreInfo | bytes | str) -> bool:
+    """True for a text vmci synthesized from the page tables (it carries ``VMCI_SYNTHESIZED=1``):
+    its values are vmci's reading of memory, not the kernel's word."""
+    vi = text if isinstance(text, VmcoreInfo) else VmcoreInfo.parse(text)
+    return vi.get(SYNTHESIZED_KEY) == "1"
 
 
 def _lint(info: VmcoreInfo) -> list[LintWarning]:

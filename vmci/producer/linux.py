@@ -21,13 +21,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from vmci.arch.x86_64.consts import PHYSICAL_START, START_KERNEL_MAP
 from vmci.core.memory import SparseMemory
 from vmci.errors import UsageError
 from vmci.kernel.vmcoreinfo import KERNEL_LINE_BYTES, build_note, vmcoreinfo_note_size
-
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-#: Physical address the x86_64 kernel is linked to run at (CONFIG_PHYSICAL_START).
-PHYSICAL_START = 0x1000000
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vmci.arch.x86_64.cpu import CpuState
-from vmci.arch.x86_64.paging import (
+from vmci.arch.base import Mapping
+from vmci.arch.x86_64.consts import (
     ADDR_MASK,
+    CPU_ENTRY_AREA,
     CR0_PE,
     CR0_PG,
     CR4_LA57,
@@ -31,6 +32,8 @@ from vmci.arch.x86_64.paging import (
     CR4_PGE,
     DEFAULT_TEXT,
     KTEXT_END,
+    PAGE_OFFSET_L4,
+    PAGE_OFFSET_L5,
     PHYSICAL_ALIGN,
     PTE_GLOBAL,
     PTE_NX,
@@ -39,18 +42,15 @@ from vmci.arch.x86_64.paging import (
     PTE_RW,
     PTE_USER,
     START_KERNEL_MAP,
-    Mapping,
-    canonical,
-    va_bits,
 )
+from vmci.arch.x86_64.paging import canonical, va_bits
+from vmci.core.dump import CpuState
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.layouts.qemu_cpu import GDT_ENTRIES, IDT_GATE64, PAGE_TABLE
 
-PAGE_OFFSET_4 = 0xFFFF888000000000
-PAGE_OFFSET_5 = 0xFF11000000000000
-CPU_ENTRY_AREA_RO_IDT = 0xFFFFFE0000000000
-PHYSICAL_START = 0x1000000
+PAGE_OFFSET_4, PAGE_OFFSET_5 = PAGE_OFFSET_L4, PAGE_OFFSET_L5  # the direct map's non-randomized bases
+CPU_ENTRY_AREA_RO_IDT = CPU_ENTRY_AREA  # its first page: the read-only IDT alias IDTR holds
 KB4, MB2, GB1 = 1 << 12, 1 << 21, 1 << 30
 _ACCESSED_DIRTY = (1 << 5) | (1 << 6)
 _TABLE_FLAGS = PTE_PRESENT | PTE_RW | _ACCESSED_DIRTY  # _KERNPG_TABLE

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from vmci.arch.x86_64.cpu import CpuState, prstatus_desc, qemu_cpu_desc
+from vmci.arch.x86_64.cpu import prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
+from vmci.core.dump import CpuState
 from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
 from vmci.errors import FormatError, NotFoundError, UsageError
 from vmci.formats.elf.reader import write_elf

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vmci.arch.x86_64.cpu import CpuState
-from vmci.arch.x86_64.paging import DEFAULT_TEXT, START_KERNEL_MAP
+from vmci.arch.x86_64.consts import DEFAULT_TEXT, PHYSICAL_START, START_KERNEL_MAP
+from vmci.core.dump import CpuState
 from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.firmware import acpi as reader
@@ -69,7 +69,6 @@ from vmci.producer.fw_cfg import FwCfg, dma_write_file
 from vmci.producer.guest import GuestLayout, build_memory, guest_layout
 from vmci.producer.linux import (
     DEFAULT_LINK,
-    PHYSICAL_START,
     KernelLayout,
     PlacedVmcoreinfo,
     place_vmcoreinfo,

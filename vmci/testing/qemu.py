@@ -1,6 +1,6 @@
 """Boot a real Linux guest under QEMU (TCG) and take real dumps and migration streams of it.
 
-Nothing here imports vmci: the module is a small, reusable harness.  It needs, from Debian
+The module is a small, reusable harness: of vmci it imports only the architecture constants.  It needs, from Debian
 bookworm (or any distribution with the same parts)::
 
     apt-get install qemu-system-x86 linux-image-amd64 busybox-static cpio ovmf seabios
@@ -73,6 +73,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vmci.arch.x86_64.consts import START_KERNEL_MAP  # the image is mapped at it + PA - phys_base
+
 READY_MARKER = "VMCI-READY"
 #: The crashkernel= reservation of the kdump scenario: room for the capture kernel (Debian's 6.1
 #: image and the harness initramfs, booted with nr_cpus=1).
@@ -87,8 +89,6 @@ OVMF_CODE = Path("/usr/share/ovmf/OVMF.fd")
 KERNEL_MODULE = "qemu_fw_cfg"
 # Bump when the initramfs contents or the real_dumps artefacts change, to invalidate caches.
 HARNESS_VERSION = 2
-# Linux x86_64 maps the kernel image at __START_KERNEL_map + physical address - phys_base.
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 
 
 class QemuError(RuntimeError):

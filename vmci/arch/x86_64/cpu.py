@@ -1,21 +1,21 @@
-"""Per-vCPU register state from a dump's ``CORE``/``NT_PRSTATUS`` and ``QEMU`` notes.
+"""x86 (x86_64 and i386) vCPU state from a dump's ``CORE``/``NT_PRSTATUS`` and ``QEMU`` notes.
 
 QEMU writes all ``CORE`` notes first, then all ``QEMU`` notes, one of each per vCPU in CPU
 order, so the n-th of each kind belong together.  Register names follow the kernel's
 ``user_regs_struct`` for the machine (``rax``.. on x86_64, ``eax``.. on i386).  Segment
 details from the QEMU note use ``<seg>`` (selector), ``<seg>_base``, ``<seg>_limit`` and
 ``<seg>_flags`` for cs ds es fs gs ss ldt tr; ``fs_base``/``gs_base`` coincide with the
-prstatus fields of the same name.  GDTR/IDTR and control registers have their own fields.
+prstatus fields of the same name.  GDTR/IDTR and control registers have their own fields of
+:class:`vmci.core.dump.CpuState` (plain data; this module fills and serializes it).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import construct as cs
 
-from vmci.core.dump import Note
+from vmci.core.dump import CpuState, Note
 from vmci.errors import FormatError, TruncatedError, UsageError
 from vmci.layouts.prstatus import (
     I386_PRSTATUS_SIZE,
@@ -34,42 +34,6 @@ _SEGS = ("cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr")
 # QEMU general registers -> i386 user_regs_struct names
 _I386_NAMES = {"rax": "eax", "rbx": "ebx", "rcx": "ecx", "rdx": "edx", "rsi": "esi", "rdi": "edi",
                "rsp": "esp", "rbp": "ebp", "rip": "eip", "rflags": "eflags"}
-
-
-@dataclass
-class CpuState:
-    """One vCPU.  Values that no source provided are ``None`` (or absent from ``regs``)."""
-
-    index: int
-    pid: int | None = None
-    regs: dict[str, int] = field(default_factory=dict)
-    cr0: int | None = None
-    cr1: int | None = None
-    cr2: int | None = None
-    cr3: int | None = None
-    cr4: int | None = None
-    gdt_base: int | None = None
-    gdt_limit: int | None = None
-    idt_base: int | None = None
-    idt_limit: int | None = None
-    kernel_gs_base: int | None = None
-    qemu_version: int | None = None
-    crash_occurred: bool | None = None
-    sources: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def paging(self) -> bool:
-        """CR0.PG set and a non-zero CR3."""
-        return self.cr0 is not None and bool(self.cr0 & (1 << 31)) and bool(self.cr3)
-
-    @property
-    def la57(self) -> bool:
-        """CR4.LA57: 5-level paging."""
-        return self.cr4 is not None and bool(self.cr4 & (1 << 12))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _machine(machine: str) -> str:
@@ -209,3 +173,7 @@ def qemu_cpu_desc(cpu: CpuState, machine: str, size: int = 440, *, order: str = 
     values["kernel_gs_base"] = cpu.kernel_gs_base or 0
     values["is_crash_occurred_cpu"] = int(bool(cpu.crash_occurred))
     return _build(QEMU_CPU_STATE[size, order], values, "QEMUCPUState")
+
+
+__all__ = ["MACHINES", "cpus_from_notes", "parse_prstatus", "parse_qemu_cpu", "prstatus_desc",
+           "qemu_cpu_desc"]

@@ -286,7 +286,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     }
     producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
     facts["producer_guess"] = producer
-    cpus = cpus_from(notes, arch, warnings)
+    cpus = cpus_from(notes, arch, warnings, byteorder="little" if little else "big")
     return Dump(
         path=path,
         format="elf" if not container else f"elf-{container}",

@@ -756,8 +756,10 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
             warnings.append(f"offset_vmcoreinfo {off:#x} (+{size:#x}) lies outside the file")
         else:
             facts["vmcoreinfo_text"] = src.read(off, size)
-    machine = facts["utsname"]["machine"] or ("x86_64" if info.layout.abi == "lp64" else "i386")
-    arch = {"i686": "i386", "i586": "i386"}.get(machine, machine)
+    from vmci.arch import canonical_name, default_arch
+
+    machine = facts["utsname"]["machine"] or default_arch(8 if info.layout.abi == "lp64" else 4).name
+    arch = canonical_name(machine)
     codecs = sorted(
         {name for bit, name in STATUS_NAMES.items() if info.status & bit} - {"incomplete", "excluded-vmemmap"}
     )
@@ -771,7 +773,7 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
         arch=arch,
         byte_order=order,
         notes=notes,
-        cpus=cpus_from(notes, arch if arch in ("x86_64", "i386") else "x86_64", warnings),
+        cpus=cpus_from(notes, arch, warnings, byteorder=order),
         facts=facts,
         warnings=warnings,
         _closers=[src],

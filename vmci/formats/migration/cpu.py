@@ -15,7 +15,7 @@ from typing import Any
 
 import construct as cs
 
-from vmci.arch.x86_64.cpu import CpuState
+from vmci.core.dump import CpuState
 from vmci.errors import VmciError
 from vmci.formats.migration.reader import StreamIndex
 from vmci.formats.source import Source

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import construct as cs
 
-from vmci.arch.x86_64.cpu import CpuState
+from vmci.core.dump import CpuState
 from vmci.core.memory import SparseMemory
 from vmci.errors import UsageError
 from vmci.formats.migration.writer import Device, standard_devices, write_migration
