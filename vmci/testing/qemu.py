@@ -1,7 +1,7 @@
 """Boot a real Linux guest under QEMU (TCG) and take real dumps and migration streams of it.
 
-The module is a small, reusable harness: of vmci it imports only the architecture constants.  It needs, from Debian
-bookworm (or any distribution with the same parts)::
+The module is a small, reusable harness (of vmci it imports only the architecture constants).
+It needs, from Debian bookworm (or any distribution with the same parts)::
 
     apt-get install qemu-system-x86 linux-image-amd64 busybox-static cpio ovmf seabios
     # the tests also use: binutils (readelf), makedumpfile, crash
