@@ -196,22 +196,23 @@ _TIMESTAMP = re.compile(r"^\s*(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s*")  # [  12.345678]
 _CALLER = re.compile(r"^\[\s*[TC]\d+\]\s*")  # [    T1] / [  C0] (CONFIG_PRINTK_CALLER)
 _SYM_OFFSET = re.compile(r"\b([A-Za-z_.$][\w.$]*)\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?")
 _HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]*[0-9][0-9a-fA-F]*\b|\b0x[0-9a-fA-F]+\b")
-_NUM = re.compile(r"\d+")
+_NUM = re.compile(r"(?<![A-Za-z_])\d+")  # not inside identifiers such as ext4
 _SPACE = re.compile(r"\s+")
 _FRAME = re.compile(r"^(?:\?\s+)?(?:RIP:\s*(?:[0-9a-fA-F]{4}:)?)?([A-Za-z_.$][\w.$]*)")
 
 
 def _mask_word(m: re.Match[str]) -> str:
     word = m.group(0)
-    if word.isdigit():
-        return "NUM"
-    return "ADDR" if len(word.removeprefix("0x")) >= 5 or word.startswith("0x") else "NUM"
+    if word.startswith("0x") or len(word) >= 8 or not word.isdigit():
+        return "ADDR"  # 0x..., a register-width hex word, or hex with letters (a5f3)
+    return "NUM"
 
 
 def normalise_panic(line: str) -> str:
     """The panic/Oops line with what varies between occurrences of one bug masked: the log
-    timestamp and caller id dropped, ``func+0x1a/0x50`` cut to ``func``, hexadecimal and long
-    numbers to ``ADDR``, other numbers (PIDs, CPUs, line numbers, counts) to ``NUM``."""
+    timestamp and caller id dropped, ``func+0x1a/0x50`` cut to ``func``, hexadecimal words and
+    numbers of 8 digits or more to ``ADDR``, other numbers (PIDs, CPUs, line numbers, counts) to
+    ``NUM``."""
     text = _TIMESTAMP.sub("", line.strip())
     text = _CALLER.sub("", text)
     text = _SYM_OFFSET.sub(r"\1", text)
