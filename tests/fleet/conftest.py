@@ -33,7 +33,8 @@ GOOD = [
 ]
 
 #: Producer format -> the container vmci names.
-CONTAINER = {"elf": "elf", "elf-paging": "elf", "kexec": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}
+CONTAINER = {"elf": "elf", "elf-paging": "elf", "kexec": "elf", "kdump": "kdump",
+             "kdump-flat": "kdump-flattened"}
 
 
 @dataclass

@@ -4,6 +4,7 @@ local run, and no dump lost when a worker is killed mid-run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,10 +38,8 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.wait(timeout=10)
 
 
@@ -127,4 +126,5 @@ def test_killing_a_worker_loses_no_dump(fleet: Fleet, cluster: Cluster, tmp_path
     assert readme["error_class"] == "FormatError" and readme["exit_code"] == 3
     bad = {k: r["error"] for k, r in recs.items() if r["error_class"] is not None}
     assert not bad, bad
-    assert {r["kerneloffset"] for r in recs.values()} == {fleet.truth["noteless-lzo.kdump"]["kernel"]["kaslr_offset"]}
+    kaslr = fleet.truth["noteless-lzo.kdump"]["kernel"]["kaslr_offset"]
+    assert {r["kerneloffset"] for r in recs.values()} == {kaslr}

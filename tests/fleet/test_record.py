@@ -78,11 +78,13 @@ def test_masked_variation_shares_a_fingerprint(a: str, b: str) -> None:
 
 
 @pytest.mark.parametrize(("a", "b"), [
-    ("Kernel panic - not syncing: sysrq triggered crash", "Kernel panic - not syncing: softlockup: hung tasks"),
+    ("Kernel panic - not syncing: sysrq triggered crash",
+     "Kernel panic - not syncing: softlockup: hung tasks"),
     ("BUG: kernel NULL pointer dereference, address: 0000000000000008",
      "BUG: unable to handle page fault for address: 0000000000000008"),
     ("kernel BUG at lib/list_debug.c:54!", "kernel BUG at mm/slub.c:54!"),
-    ("Kernel panic - not syncing: Fatal exception", "Kernel panic - not syncing: Fatal exception in interrupt"),
+    ("Kernel panic - not syncing: Fatal exception",
+     "Kernel panic - not syncing: Fatal exception in interrupt"),
 ])
 def test_distinct_causes_differ(a: str, b: str) -> None:
     assert fingerprint(a) != fingerprint(b)
@@ -116,7 +118,8 @@ def test_schema_is_generated_from_the_fields() -> None:
     assert all(p["description"] for p in schema["properties"].values())
     assert schema["properties"]["schema"]["const"] == TRIAGE_SCHEMA
     jsonschema.Draft202012Validator.check_schema(schema)
-    rec = TriageRecord(path="x", size=1, mtime=2.5, release="6.1.0", failing_checks=("a",), kerneloffset=1 << 30)
+    rec = TriageRecord(path="x", size=1, mtime=2.5, release="6.1.0", failing_checks=("a",),
+                       kerneloffset=1 << 30)
     jsonschema.validate(rec.to_dict(), schema)
     bad = {**rec.to_dict(), "kerneloffset": "0x40000000"}
     with pytest.raises(jsonschema.ValidationError):
