@@ -17,7 +17,7 @@ import glob
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,12 +270,3 @@ def _dask(paths: Sequence[str], opts: TriageOptions, cfg: RunConfig) -> Iterator
         if cluster is not None:
             cluster.close()
 
-
-def consume(records: Iterable[TriageRecord], sink: Callable[[TriageRecord], None]) -> tuple[int, int]:
-    """Feed ``records`` to ``sink``; returns (records, failed)."""
-    n = failed = 0
-    for rec in records:
-        sink(rec)
-        n += 1
-        failed += rec.failed
-    return n, failed
