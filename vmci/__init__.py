@@ -31,6 +31,8 @@ _FACADE = {
     "analyze": "vmci.analysis.analyze",
     "kaslr_for_dump": "vmci.analysis.kaslr",
     "program_from_dump": "vmci.integrations.drgn",
+    "triage": "vmci.fleet.triage",
+    "TriageRecord": "vmci.fleet.record",
     "VmcoreInfo": "vmci.kernel.vmcoreinfo",
     "PhysicalMemory": "vmci.core.memory",
     "Dump": "vmci.core.dump",
