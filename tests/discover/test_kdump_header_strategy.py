@@ -81,7 +81,7 @@ def test_no_size_vmcoreinfo(tmp_path: Path) -> None:
 
 
 def test_not_a_kdump(tmp_path: Path) -> None:
-    from vmci.formats.elf.reader import write_elf
+    from vmci.formats.elf import write_elf
 
     mem = SparseMemory([Range(0, MiB)])
     path = tmp_path / "d.elf"

@@ -16,7 +16,7 @@ from conftest import (
     sample_notes,
 )
 
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.formats.kdump.reader import write_kdump
 from vmci.formats.notes import find_desc
 

@@ -25,7 +25,7 @@ from vmci.arch.x86_64.cpu import CpuState, prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
 from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
 from vmci.errors import FormatError, NotFoundError, UsageError
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf.writer import write_elf
 from vmci.formats.kdump.reader import write_kdump
 from vmci.formats.notes import encode_notes
 from vmci.layouts.elf import EM_X86_64
