@@ -10,7 +10,7 @@ from vmci.discover.kdump_header import find_kdump_header
 from vmci.discover.note import find_note
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
 

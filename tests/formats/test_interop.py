@@ -17,7 +17,7 @@ from conftest import (
 )
 
 from vmci.formats.elf import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import find_desc
 
 pytestmark = pytest.mark.interop

@@ -15,6 +15,7 @@ from typing import Any
 
 from vmci.core.codecs import CodecError, decompress_stream
 from vmci.core.dump import Dump
+from vmci.core.headers import UntypedHeader
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats.migration.reader import read_migration
 from vmci.formats.source import FileSource, Source
@@ -129,7 +130,8 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
         dump = read_migration(src, path, start=start, container="libvirt-save")
     else:
         dump = _read_compressed(src, path, start, kind, warnings)
-    dump.facts |= facts
+    assert isinstance(dump.header, UntypedHeader)
+    dump.header.facts |= facts
     dump.warnings[:0] = warnings
     dump.description = f"libvirt save image ({kind}), " + dump.description.split(" in a ")[0]
     return dump
@@ -159,6 +161,7 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warning
     dump._closers.append(tmp)
     size = inner.size
     warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
-    dump.facts["decompressed_to"] = str(tmp.path)
-    dump.facts["decompressed_size"] = size
+    assert isinstance(dump.header, UntypedHeader)
+    dump.header.facts["decompressed_to"] = str(tmp.path)
+    dump.header.facts["decompressed_size"] = size
     return dump

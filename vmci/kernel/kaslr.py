@@ -29,6 +29,7 @@ from vmci.arch.x86_64.paging import (
 )
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
+from vmci.core.headers import KdumpHeader
 from vmci.core.memory import PhysicalMemory
 from vmci.errors import FormatError, UsageError, VmciError
 from vmci.kernel.vmcoreinfo import VmcoreInfo
@@ -376,7 +377,7 @@ def vmcoreinfo_for_kaslr(dump: Dump, *, scan: bool = False,
     strategies = None
     if not scan:
         saved = dump.facts.get("saved_state") or {}  # a migration stream's device state
-        strategies = ["elf-note"] + (["kdump-header"] if dump.format.startswith("kdump") else [])
+        strategies = ["elf-note"] + (["kdump-header"] if isinstance(dump.header, KdumpHeader) else [])
         if addr_blob is not None or saved.get("vmcoreinfo_addr_blob") is not None:
             strategies.append("address-blob")
         if saved.get("fw_cfg_vmcoreinfo_record") is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vmci.core.dump import Dump, Note
+from vmci.core.headers import ElfHeader
 from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, find_span, merge_ranges
 from vmci.errors import FormatError, TruncatedError
 from vmci.formats.notes import cpus_from, decode_notes
@@ -32,7 +33,6 @@ from vmci.layouts.elf import (
     EM_386,
     EM_X86_64,
     MACHINES,
-    PN_XNUM,
     PT_LOAD,
     PT_NOTE,
     elf_layout,
@@ -272,17 +272,17 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     warnings += _section_warnings(elf, src.size)
     if shoff and shoff < phoff:
         quirks.append("section headers before the program headers (QEMU 7.2+ layout)")
-    facts: dict[str, Any] = {
-        "elf_class": bits,
-        "e_machine": header["e_machine"],
-        "e_phnum": header["e_phnum"],
-        "program_headers": phnum,
-        "pn_xnum": header["e_phnum"] == PN_XNUM,
-        "pt_load": loads,
-        "quirks": quirks,
-    }
     producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
-    facts["producer_guess"] = producer
+    elf_header = ElfHeader(
+        elf_class=bits,
+        byte_order="little" if little else "big",
+        e_machine=header["e_machine"],
+        e_phnum=header["e_phnum"],
+        program_headers=phnum,
+        pt_load=loads,
+        quirks=quirks,
+        producer_guess=producer,
+    )
     cpus = cpus_from(notes, arch, warnings)
     return Dump(
         path=path,
@@ -293,7 +293,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
         byte_order="little" if little else "big",
         notes=notes,
         cpus=cpus,
-        facts=facts,
+        header=elf_header,
         warnings=warnings,
         _closers=[src],
     )
