@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
 from vmci.producer.linux import KernelLayout, place_vmcoreinfo
 

@@ -60,8 +60,8 @@ print(json.dumps({"read_s": dt, "bytes": n, "rss_mib": rss}))
 
 def synthetic(tmp: Path, size: int) -> tuple[Path, Path]:
     from vmci.core.memory import Range, SparseMemory
-    from vmci.formats.elf.reader import write_elf
-    from vmci.formats.kdump.reader import write_kdump
+    from vmci.formats.elf import write_elf
+    from vmci.formats.kdump import write_kdump
     from vmci.formats.notes import encode_notes
 
     mem = SparseMemory([Range(0, 0xA0000), Range(0x100000, size - 0x100000)])

@@ -11,8 +11,8 @@ from vmci.analysis.analyze import analyze
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot

@@ -11,7 +11,7 @@ from vmci.core.dump import Dump
 from vmci.core.memory import Range, SparseMemory
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
 

@@ -11,7 +11,7 @@ import pytest
 
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.core.memory import Range, SparseMemory
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice

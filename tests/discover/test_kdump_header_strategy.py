@@ -10,7 +10,7 @@ from vmci.discover.kdump_header import find_kdump_header
 from vmci.discover.note import find_note
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
 
@@ -81,7 +81,7 @@ def test_no_size_vmcoreinfo(tmp_path: Path) -> None:
 
 
 def test_not_a_kdump(tmp_path: Path) -> None:
-    from vmci.formats.elf.reader import write_elf
+    from vmci.formats.elf import write_elf
 
     mem = SparseMemory([Range(0, MiB)])
     path = tmp_path / "d.elf"

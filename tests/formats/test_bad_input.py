@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from vmci.errors import FormatError, TruncatedError, VmciError
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import find_desc
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import FULL_UTSNAME, sample_memory, sample_notes
 
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import find_desc
 
 

@@ -16,8 +16,8 @@ from conftest import (
     sample_notes,
 )
 
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import find_desc
 
 pytestmark = pytest.mark.interop

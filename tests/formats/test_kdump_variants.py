@@ -12,7 +12,7 @@ from conftest import FULL_UTSNAME, SAMPLE_VMCOREINFO, need_libkdumpfile, sample_
 
 from vmci.errors import ExcludedPageError
 from vmci.formats import open_dump
-from vmci.formats.kdump.reader import open_kdump_set, write_kdump
+from vmci.formats.kdump import open_kdump_set, write_kdump
 from vmci.formats.notes import find_desc
 
 UTS32 = {**FULL_UTSNAME, "machine": "i686"}

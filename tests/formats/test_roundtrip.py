@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.formats.raw import write_raw
 

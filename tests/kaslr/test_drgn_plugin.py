@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.producer.scenario import Guest, Scenario, build, write_dump
 
 drgn = pytest.importorskip("drgn", reason="drgn not installed (pip install 'vmci[drgn]')")

@@ -19,8 +19,8 @@ import pytest
 
 from vmci.errors import ExcludedPageError, MemoryReadError
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import open_kdump_set
+from vmci.formats.elf import write_elf
+from vmci.formats.kdump import open_kdump_set
 from vmci.formats.notes import encode_notes
 
 pytestmark = pytest.mark.realworld

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vmci.core.dump import Dump
+from vmci.core.headers import KdumpHeader
 from vmci.discover.run import Discovery
 from vmci.errors import FormatError
 from vmci.kernel.vmcoreinfo import VmcoreInfo
@@ -106,7 +107,7 @@ def _sources_agree(disc: Discovery) -> list[Check]:
 
 
 def _kdump_checks(dump: Dump, disc: Discovery, text: VmcoreInfo | None) -> list[Check]:
-    if not dump.format.startswith("kdump"):
+    if not isinstance(dump.header, KdumpHeader):
         return []
     out: list[Check] = []
     kh = disc.finding("kdump-header")
@@ -125,9 +126,9 @@ def _kdump_checks(dump: Dump, disc: Discovery, text: VmcoreInfo | None) -> list[
         else:
             out.append(Check("kdump-vmcoreinfo-vs-notes", "WARN",
                              "no VMCOREINFO note in the notes blob: libkdumpfile (v4+) sees none"))
-    if text is not None and "phys_base" in dump.facts:
+    if text is not None and dump.header.phys_base is not None:
         out.append(_phys_base(dump, text))
-    uts = (dump.facts.get("utsname") or {}).get("release")
+    uts = dump.header.utsname.release
     if text is not None and uts is not None:
         rel = text.osrelease
         if not uts:
@@ -141,8 +142,8 @@ def _kdump_checks(dump: Dump, disc: Discovery, text: VmcoreInfo | None) -> list[
 
 
 def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
-    header = dump.facts["phys_base"]
-    bits = 64 if dump.facts.get("abi", "lp64") == "lp64" else 32
+    assert isinstance(dump.header, KdumpHeader) and dump.header.phys_base is not None
+    header, bits = dump.header.phys_base, dump.header.ulong_bits
     mask = (1 << bits) - 1
     raw = text.get("NUMBER(phys_base)")
     if raw is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmci.core.dump import Dump
+from vmci.core.headers import KdumpHeader
 from vmci.errors import VmciError
 from vmci.kernel.kaslr import KaslrReport, decide, kaslr_report
 from vmci.kernel.symbols import KernelSymbols
@@ -81,7 +82,7 @@ def vmcoreinfo_for_kaslr(dump: Dump, *, scan: bool = False,
     strategies = None
     if not scan:
         saved = dump.facts.get("saved_state") or {}  # a migration stream's device state
-        strategies = ["elf-note"] + (["kdump-header"] if dump.format.startswith("kdump") else [])
+        strategies = ["elf-note"] + (["kdump-header"] if isinstance(dump.header, KdumpHeader) else [])
         if addr_blob is not None or saved.get("vmcoreinfo_addr_blob") is not None:
             strategies.append("address-blob")
         if saved.get("fw_cfg_vmcoreinfo_record") is not None:

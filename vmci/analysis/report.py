@@ -29,7 +29,7 @@ def dump_summary(d: Dump) -> dict[str, Any]:
             for n in d.notes
         ],
         "cpus": [c.to_dict() for c in d.cpus],
-        "facts": d.facts,
+        "facts": d.header.to_dict(),
         "warnings": list(d.warnings),
     }
 

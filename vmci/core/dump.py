@@ -1,4 +1,4 @@
-"""The uniform result of opening any dump: memory, notes, CPUs and header facts.
+"""The uniform result of opening any dump: memory, notes, CPUs and the container's typed header.
 
 Plain data only: the note parsers that fill :class:`CpuState` live with their architecture
 (:mod:`vmci.arch`), the readers that fill :class:`Dump` in :mod:`vmci.formats`.
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmci.core.headers import ContainerHeader
 from vmci.core.memory import PhysicalMemory
 
 _CR0_PG = 1 << 31  # x86 CR0.PG: paging on
@@ -86,7 +87,11 @@ class CpuState:
 
 @dataclass
 class Dump:
-    """An opened dump. Use as a context manager, or call :meth:`close`."""
+    """An opened dump. Use as a context manager, or call :meth:`close`.
+
+    ``header`` is the container's own header, typed per container
+    (:class:`~vmci.core.headers.KdumpHeader`, :class:`~vmci.core.headers.ElfHeader`, ...).
+    """
 
     path: Path
     format: str
@@ -96,9 +101,14 @@ class Dump:
     byte_order: str = "little"
     notes: list[Note] = field(default_factory=list)
     cpus: list[CpuState] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    header: ContainerHeader = field(default_factory=ContainerHeader)
     warnings: list[str] = field(default_factory=list)
     _closers: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The header as ``vmci info`` shows it (derived from :attr:`header`, read-only)."""
+        return self.header.to_dict()
 
     def notes_named(self, name: str) -> list[Note]:
         return [n for n in self.notes if n.name == name]

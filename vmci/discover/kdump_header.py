@@ -9,6 +9,7 @@ readers sees another text (or none).
 from __future__ import annotations
 
 from vmci.core.dump import Dump
+from vmci.core.headers import KdumpHeader
 from vmci.discover.finding import Candidate, Finding
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
@@ -19,19 +20,19 @@ def find_kdump_header(dump: Dump) -> Finding:
     """The text at ``offset_vmcoreinfo``, with the notes-blob comparison in the evidence."""
     finding = Finding("kdump-header")
     fev = finding.evidence
-    facts = dump.facts
-    if not dump.format.startswith("kdump"):
+    header = dump.header
+    if not isinstance(header, KdumpHeader):
         fev.info("format", f"{dump.format} dump: no kdump sub-header")
         return finding
-    version = facts.get("header_version", 0)
-    if version < 3 or "offset_vmcoreinfo" not in facts:
+    version = header.header_version
+    if header.offset_vmcoreinfo is None or header.size_vmcoreinfo is None:
         fev.info("header version", f"header_version {version}: no offset_vmcoreinfo field (v3+)")
         return finding
     finding.facts["present"] = True
-    off, size = facts["offset_vmcoreinfo"], facts["size_vmcoreinfo"]
-    text_raw: bytes | None = facts.get("vmcoreinfo_text")
+    off, size = header.offset_vmcoreinfo, header.size_vmcoreinfo
+    text_raw = header.vmcoreinfo_text
     finding.facts.update({"offset_vmcoreinfo": off, "size_vmcoreinfo": size,
-                          "offset_note": facts.get("offset_note"), "size_note": facts.get("size_note")})
+                          "offset_note": header.offset_note, "size_note": header.size_note})
     cand = Candidate("kdump-header", None, None, None)
     ev = cand.evidence
     cand.facts.update({"file_offset": off, "size": size})
@@ -52,7 +53,7 @@ def find_kdump_header(dump: Dump) -> Finding:
     if note is None:
         agree = None
         fev.warn("notes blob", f"no VMCOREINFO note in the notes blob (offset_note "
-                               f"{facts.get('offset_note', 0):#x}, {facts.get('size_note', 0)} bytes): "
+                               f"{header.offset_note or 0:#x}, {header.size_note or 0} bytes): "
                                "libkdumpfile (header v4+) finds no vmcoreinfo")
     else:
         desc_off = note.desc_offset

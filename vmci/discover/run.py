@@ -14,6 +14,7 @@ from typing import Any
 
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
+from vmci.core.headers import KdumpHeader
 from vmci.discover.finding import Candidate, Finding
 from vmci.errors import UsageError
 
@@ -111,7 +112,7 @@ def find_vmcoreinfo(
         from vmci.discover.note import find_note
 
         d.findings.append(find_note(dump))
-    if run("kdump-header") and (wanted is not None or dump.format.startswith("kdump")):
+    if run("kdump-header") and (wanted is not None or isinstance(dump.header, KdumpHeader)):
         from vmci.discover.kdump_header import find_kdump_header
 
         d.findings.append(find_kdump_header(dump))

@@ -71,8 +71,8 @@ def _kdump_gaps(memory: KdumpMemory) -> MemoryGaps | None:
     ps = memory.page_size
     lo, hi = info.start_pfn, min(info.end_pfn, info.max_mapnr)
     mask = ((1 << hi) - 1) ^ ((1 << lo) - 1) if hi > lo else 0
-    b1 = int.from_bytes(info.bitmap1, "little") & mask
-    b2 = int.from_bytes(info.bitmap2, "little") & mask
+    b1 = int.from_bytes(memory.bitmap1, "little") & mask
+    b2 = int.from_bytes(memory.bitmap2, "little") & mask
     excluded_pages = (b1 & ~b2).bit_count()
     total = b2.bit_count()
     n = min(memory.n_desc, total)

@@ -1,4 +1,4 @@
-"""Read makedumpfile's flattened format in place, and write it.
+"""Read makedumpfile's flattened format in place (the kdump or ELF dump inside it), and write it.
 
 The reader indexes the records (destination offset, size, position in the file) in compact
 arrays and serves reads of the rearranged file from the original one: nothing is copied or
@@ -14,6 +14,8 @@ from array import array
 from pathlib import Path
 from typing import BinaryIO
 
+from vmci.core.dump import Dump
+from vmci.core.headers import ElfHeader, FlattenedInfo, KdumpHeader
 from vmci.errors import FormatError, TruncatedError
 from vmci.formats.source import Buffer, FileSource
 from vmci.layouts import struct_format
@@ -26,7 +28,7 @@ from vmci.layouts.flattened import (
     flat_header,
     flat_record,
 )
-from vmci.layouts.magic import is_flattened
+from vmci.layouts.magic import ELF_MAGIC, is_flattened, is_kdump
 
 _HEAD = struct_format(flat_header)
 _REC = struct_format(flat_record)
@@ -167,6 +169,30 @@ class FlattenedSource:
 
     def close(self) -> None:
         self.file.close()
+
+
+def read_flattened(path: Path) -> Dump:
+    """Open a flattened file: the kdump or ELF dump it holds, read in place."""
+    flat = FlattenedSource(path)
+    try:
+        inner = flat.read(0, min(flat.size, 64))
+        if is_kdump(inner):
+            from vmci.formats.kdump.reader import read_kdump
+
+            dump = read_kdump(flat, path, container="flattened")
+        elif inner[:4] == ELF_MAGIC:
+            from vmci.formats.elf.reader import read_elf
+
+            dump = read_elf(flat, path, container="flattened")
+        else:
+            raise FormatError("flattened file holds neither a kdump nor an ELF dump", field="data", offset=0)
+    except BaseException:
+        flat.close()
+        raise
+    dump.warnings[:0] = flat.warnings
+    assert isinstance(dump.header, KdumpHeader | ElfHeader)
+    dump.header.flattened = FlattenedInfo(flat.records)
+    return dump
 
 
 class FlatWriter:

@@ -7,20 +7,15 @@ a temporary file that is then indexed like any stream and deleted when the dump 
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import gzip
-import lzma
 import os
-import shutil
-import subprocess
 import tempfile
-import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from vmci.core.codecs import CodecError, decompress_stream
 from vmci.core.dump import Dump
+from vmci.core.headers import UntypedHeader
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats.migration.reader import read_migration
 from vmci.formats.source import FileSource, Source
@@ -32,9 +27,6 @@ from vmci.layouts.migration import (
     LIBVIRT_VERSION,
     libvirt_header,
 )
-
-CHUNK = 1 << 20
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def is_libvirt(head: bytes) -> bool:
@@ -91,11 +83,6 @@ class _TempStream:
             self.path.unlink()
 
 
-def _copy(read: Callable[[int], bytes], out: BinaryIO) -> None:
-    while chunk := read(CHUNK):
-        out.write(chunk)
-
-
 class _SourceReader:
     """A file-like reader over ``src[start:]`` for the stdlib decompressors."""
 
@@ -111,51 +98,6 @@ class _SourceReader:
 
     def readable(self) -> bool:
         return True
-
-
-def _decompress(src: Source, start: int, kind: str, out: BinaryIO) -> str | None:
-    """Decompress ``src[start:]`` into ``out``; return a note on how, when it is worth saying."""
-    reader: Any = _SourceReader(src, start)
-    if kind == "gzip":
-        with gzip.GzipFile(fileobj=reader) as f:
-            _copy(f.read1, out)
-    elif kind == "bzip2":
-        with bz2.BZ2File(reader) as f:
-            _copy(f.read1, out)
-    elif kind == "xz":
-        with lzma.LZMAFile(reader) as f:
-            _copy(f.read1, out)
-    elif kind == "zstd":
-        return _zstd(src, start, out)
-    return None
-
-
-def _zstd(src: Source, start: int, out: BinaryIO) -> str | None:
-    # cramjam decompresses whole frames only: use the zstd tool for true streaming when present
-    tool = shutil.which("zstd")
-    if tool is not None:
-        proc = subprocess.Popen([tool, "-dcq"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stderr is not None
-        try:
-            pos = start
-            while pos < src.size:
-                n = min(CHUNK, src.size - pos)
-                proc.stdin.write(src.view(pos, n))
-                pos += n
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
-            raise FormatError(f"zstd cannot decompress the stream: {err}", field="stream", offset=start)
-        return None
-    import cramjam
-
-    try:
-        out.write(bytes(cramjam.zstd.decompress(src.view(start, src.size - start))))
-    except cramjam.DecompressionError as e:
-        raise FormatError(f"cannot decompress the zstd stream: {e}", field="stream", offset=start) from None
-    return "zstd decompressed in memory (install the zstd tool for streaming decompression)"
 
 
 def read_libvirt(src: FileSource, path: Path) -> Dump:
@@ -188,7 +130,8 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
         dump = read_migration(src, path, start=start, container="libvirt-save")
     else:
         dump = _read_compressed(src, path, start, kind, warnings)
-    dump.facts |= facts
+    assert isinstance(dump.header, UntypedHeader)
+    dump.header.facts |= facts
     dump.warnings[:0] = warnings
     dump.description = f"libvirt save image ({kind}), " + dump.description.split(" in a ")[0]
     return dump
@@ -200,13 +143,9 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warning
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                note = _decompress(src, start, kind, out)
-            except EOFError:  # the compressed data is cut short: keep what came out
-                note = f"the {kind} data ends early; the stream is read as far as it was decompressed"
-            except (OSError, lzma.LZMAError, zlib.error) as e:
-                raise FormatError(
-                    f"cannot decompress the {kind} stream: {e}", field="stream", offset=start
-                ) from None
+                note = decompress_stream(kind, _SourceReader(src, start), out)
+            except CodecError as e:
+                raise FormatError(str(e), field="stream", offset=start) from None
         if note:
             warnings.append(note)
         inner = FileSource(tmp.path)
@@ -222,6 +161,7 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warning
     dump._closers.append(tmp)
     size = inner.size
     warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
-    dump.facts["decompressed_to"] = str(tmp.path)
-    dump.facts["decompressed_size"] = size
+    assert isinstance(dump.header, UntypedHeader)
+    dump.header.facts["decompressed_to"] = str(tmp.path)
+    dump.header.facts["decompressed_size"] = size
     return dump

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vmci.core.dump import Dump
+from vmci.core.headers import RawHeader
 from vmci.core.memory import Extent, PhysicalMemory, Range, is_zero
 from vmci.formats.source import FileSource
 
@@ -38,7 +39,7 @@ def read_raw(src: FileSource, path: Path, base: int = 0) -> Dump:
         format="raw",
         description=f"raw memory image at physical {base:#x}",
         memory=RawMemory(src, base),
-        facts={"base": base},
+        header=RawHeader(base),
         _closers=[src],
     )
 

@@ -101,9 +101,7 @@ def _elf_symbols(data: bytes | BinaryIO, source: str) -> KernelSymbols:
 
 def _bzimage_payload(data: bytes, source: str) -> bytes:
     """The vmlinux ELF inside a bzImage (``payload_offset``/``payload_length`` of the setup header)."""
-    import bz2
-    import gzip
-    import lzma
+    from vmci.core.codecs import CodecError, decompress, sniff
 
     if len(data) < BZIMAGE_HEADER_SIZE or data[0x202:0x206] != BZIMAGE_MAGIC:
         raise FormatError(f"{source}: not a bzImage (no HdrS)", field="header", offset=0x202)
@@ -114,20 +112,14 @@ def _bzimage_payload(data: bytes, source: str) -> bytes:
     if len(payload) != length or length == 0:
         raise FormatError(f"{source}: payload of {length} bytes does not fit the file",
                           field="payload_length", offset=0x24C)
+    kind = sniff(payload)
+    if kind is None:
+        raise UsageError(f"{source}: unsupported bzImage compression {payload[:4].hex()} "
+                         "(xz, gzip, bzip2, zstd)")
     try:
-        if payload[:6] == b"\xfd7zXZ\0":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
-        if payload[:2] == b"\x1f\x8b":
-            return gzip.decompress(payload)
-        if payload[:3] == b"BZh":
-            return bz2.decompress(payload)
-        if payload[:4] == b"\x28\xb5\x2f\xfd":
-            import cramjam
-
-            return bytes(cramjam.zstd.decompress(payload))
-    except (lzma.LZMAError, OSError, ValueError, EOFError) as e:
+        return decompress(kind, payload)
+    except CodecError as e:
         raise FormatError(f"{source}: cannot decompress the payload: {e}", field="payload") from None
-    raise UsageError(f"{source}: unsupported bzImage compression {payload[:4].hex()} (xz, gzip, bzip2, zstd)")
 
 
 def load_symbols(path: str | Path) -> KernelSymbols:

@@ -8,30 +8,76 @@ Every field is in the byte order of the machine that made the dump.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from functools import cache
 
 import construct as cs
 
+from vmci.core.headers import UTS_FIELDS as UTS_FIELDS
 from vmci.layouts.magic import DISKDUMP_SIGNATURE as DISKDUMP_SIGNATURE
 from vmci.layouts.magic import KDUMP_SIGNATURE as KDUMP_SIGNATURE
 
-DUMP_DH_COMPRESSED_ZLIB = 0x1
-DUMP_DH_COMPRESSED_LZO = 0x2
-DUMP_DH_COMPRESSED_SNAPPY = 0x4
-DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
-DUMP_DH_EXCLUDED_VMEMMAP = 0x10
-DUMP_DH_COMPRESSED_ZSTD = 0x20
 
+class KdumpStatus(enum.IntFlag):
+    """``disk_dump_header.status`` bits (``DUMP_DH_*`` in makedumpfile's ``diskdump_mod.h``),
+    lowest first: the order ``vmci info`` lists them in."""
+
+    COMPRESSED_ZLIB = 0x1
+    COMPRESSED_LZO = 0x2
+    COMPRESSED_SNAPPY = 0x4
+    COMPRESSED_INCOMPLETE = 0x8
+    EXCLUDED_VMEMMAP = 0x10
+    COMPRESSED_ZSTD = 0x20
+
+    @property
+    def label(self) -> str:
+        """``zlib``, ``incomplete``, ``excluded-vmemmap``: the codec's or the condition's name."""
+        return (self.name or "").removeprefix("COMPRESSED_").lower().replace("_", "-")
+
+
+#: The compression bits, by codec name (:mod:`vmci.core.codecs` names).
 COMPRESSION_FLAGS = {
-    "zlib": DUMP_DH_COMPRESSED_ZLIB,
-    "lzo": DUMP_DH_COMPRESSED_LZO,
-    "snappy": DUMP_DH_COMPRESSED_SNAPPY,
-    "zstd": DUMP_DH_COMPRESSED_ZSTD,
+    "zlib": KdumpStatus.COMPRESSED_ZLIB,
+    "lzo": KdumpStatus.COMPRESSED_LZO,
+    "snappy": KdumpStatus.COMPRESSED_SNAPPY,
+    "zstd": KdumpStatus.COMPRESSED_ZSTD,
+}
+CODEC_BITS = sum(COMPRESSION_FLAGS.values())
+
+
+def status_labels(status: int) -> tuple[str, ...]:
+    """The names of the bits set in ``status``, lowest first (unknown bits are left out)."""
+    return tuple(flag.label for flag in KdumpStatus if status & flag)
+
+
+#: The header version that introduced each ``kdump_sub_header`` field (makedumpfile's
+#: ``diskdump_mod.h``: v1 phys_base/dump_level, v2 split, v3 vmcoreinfo, v4 notes, v5 eraseinfo,
+#: v6 64-bit PFNs).  Readers ignore a field below its version; writers write zero there.
+SUB_HEADER_SINCE = {
+    "phys_base": 1,
+    "dump_level": 1,
+    "split": 2,
+    "start_pfn": 2,
+    "end_pfn": 2,
+    "offset_vmcoreinfo": 3,
+    "size_vmcoreinfo": 3,
+    "offset_note": 4,
+    "size_note": 4,
+    "offset_eraseinfo": 5,
+    "size_eraseinfo": 5,
+    "start_pfn_64": 6,
+    "end_pfn_64": 6,
+    "max_mapnr_64": 6,
 }
 
+
+def sub_header_has(field: str, version: int) -> bool:
+    """Whether a header of ``version`` has the sub-header ``field``."""
+    return version >= SUB_HEADER_SINCE[field]
+
+
 ABIS = ("lp64", "i386", "arm32")  # arm32 = 32-bit with 8-byte aligned off_t (ARM, MIPS)
-UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 UTS_LEN = 65
 
 

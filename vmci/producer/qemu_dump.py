@@ -24,10 +24,11 @@ from typing import Any, BinaryIO
 from vmci.arch.x86_64.cpu import prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
 from vmci.core.dump import CpuState
+from vmci.core.headers import KdumpHeader, Utsname
 from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
 from vmci.errors import FormatError, NotFoundError, UsageError
-from vmci.formats.elf.reader import write_elf
-from vmci.formats.kdump.reader import write_kdump
+from vmci.formats.elf.writer import write_elf
+from vmci.formats.kdump.writer import write_kdump
 from vmci.formats.notes import encode_notes
 from vmci.layouts.elf import EM_X86_64
 from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
@@ -245,9 +246,10 @@ def write_qemu_kdump(out: BinaryIO, mem: PhysicalMemory, notes: bytes, note: Gue
                      phys_base_bug: bool = True) -> dict[str, Any]:
     """A kdump-compressed dump as QEMU writes it (``kdump-*`` flattened, ``kdump-raw-*`` not)."""
     phys_base, why = qemu_phys_base(note, bug=phys_base_bug)
-    facts = write_kdump(out, mem, notes, compression=compression, flattened=flattened, header_version=6,
-                        utsname={"machine": "x86_64"}, phys_base=phys_base, dump_level=1, nr_cpus=nr_cpus,
-                        vmcoreinfo_span=vmcoreinfo_span(notes, note), timestamp=(0, 0))
+    header = KdumpHeader(header_version=6, utsname=Utsname(machine="x86_64"), phys_base=phys_base,
+                         dump_level=1, nr_cpus=nr_cpus, tv_sec=0, tv_usec=0, compression=compression)
+    facts = write_kdump(out, mem, notes, header, flattened=flattened,
+                        vmcoreinfo_span=vmcoreinfo_span(notes, note))
     facts["phys_base"] = phys_base
     facts["phys_base_source"] = why
     return facts

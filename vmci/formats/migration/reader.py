@@ -30,6 +30,7 @@ from typing import Any
 import construct as cs
 
 from vmci.core.dump import Dump
+from vmci.core.headers import UntypedHeader
 from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, find_span
 from vmci.errors import ExcludedPageError, FormatError, NotFoundError, UnsupportedError
 from vmci.formats.source import Source
@@ -869,7 +870,7 @@ def read_migration(src: Source, path: Path, *, start: int = 0, container: str = 
         memory=memory,
         arch="x86_64" if family in ("pc", "q35") else "unknown",
         cpus=cpus,
-        facts=facts,
+        header=UntypedHeader(facts),
         warnings=stream.warnings + warnings + cpu_warnings,
         _closers=[src],
     )
