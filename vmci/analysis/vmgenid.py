@@ -13,10 +13,10 @@ from typing import Any
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.core.memory import PhysicalMemory
-from vmci.discover.blob import check_suppressor, page_of, parse_addr_blob
 from vmci.errors import VmciError
-from vmci.firmware.acpi import check_rsdp, find_named_dword, find_rsdp
+from vmci.firmware.acpi import check_ovmf_probe, check_rsdp, find_named_dword, find_rsdp
 from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, VMGENID_GUID_OFFSET, GuidLE
+from vmci.machine.qemu_devices import check_suppressor, page_of, parse_addr_blob
 
 OEM_TABLE_ID = "VMGENID"
 VAR = "VGIA"
@@ -90,6 +90,7 @@ def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence)
         ev.fail("page readable", "the GUID page is not all in the dump", page)
         return VmGenId(None, None, source, ev)
     check_suppressor(raw, page, 36, ev)
+    check_ovmf_probe(raw, page, ev)
     pad = raw[36:VMGENID_GUID_OFFSET]
     if any(pad):
         ev.warn("padding", f"alignment padding +36..+39 is {pad.hex(' ')}, not zero", page + 36)

@@ -16,6 +16,7 @@ from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.discover.finding import Candidate, Finding
 from vmci.errors import UsageError
+from vmci.machine.qemu_devices import RFC_OFFSETS
 
 Progress = Callable[[int, int], None]
 
@@ -88,7 +89,7 @@ def find_vmcoreinfo(
             raise UsageError("strategy address-blob needs the saved address blob (--addr-blob)")
         if "fw-cfg-record" in strategies and fw_cfg_record is None:
             raise UsageError("strategy fw-cfg-record needs the saved record (--fw-cfg-record)")
-    if rfc_offset not in (40, 36):
+    if rfc_offset not in RFC_OFFSETS:
         raise UsageError(f"--rfc-offset is 40 or 36, not {rfc_offset}")
     wanted = list(strategies) if strategies is not None else None
     d = Discovery()
