@@ -107,5 +107,5 @@ def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **option
     """:func:`find_vmgenid` on a dump: a saved VM's own ``etc/vmgenid_addr`` (migration stream)
     serves as the blob when the caller gives none."""
     if addr_blob is None:
-        addr_blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
+        addr_blob = dump.saved_state.devices.vmgenid_addr_blob if dump.saved_state else None
     return find_vmgenid(dump.memory, addr_blob=addr_blob, **options)

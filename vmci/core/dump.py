@@ -10,6 +10,7 @@ from vmci.core.memory import PhysicalMemory
 
 if TYPE_CHECKING:
     from vmci.arch.x86_64.cpu import CpuState
+    from vmci.core.saved_state import SavedState
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Dump:
     cpus: list[CpuState] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    saved_state: SavedState | None = None  # a migration stream / libvirt save image's header
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     def notes_named(self, name: str) -> list[Note]:

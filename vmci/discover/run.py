@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.discover.finding import Candidate, Finding
 from vmci.errors import UsageError
 from vmci.machine.qemu_devices import RFC_OFFSETS
+
+if TYPE_CHECKING:
+    from vmci.core.saved_state import VmcoreinfoRecord
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +71,7 @@ def find_vmcoreinfo(
     dump: Dump,
     *,
     addr_blob: bytes | None = None,
-    fw_cfg_record: bytes | None = None,
+    fw_cfg_record: bytes | VmcoreinfoRecord | None = None,
     strategies: list[str] | None = None,
     rfc_offset: int = 40,
     progress: Progress | None = None,
@@ -76,11 +79,11 @@ def find_vmcoreinfo(
     """Locate and validate the VMCOREINFO of ``dump`` with every applicable strategy."""
     # Saved VM state (a migration stream) carries what QEMU kept outside guest RAM: the RFC
     # device's address blob or the upstream device's fw_cfg record.  The caller's wins.
-    saved = dump.facts.get("saved_state") or {}
-    if addr_blob is None and saved.get("vmcoreinfo_addr_blob") is not None:
-        addr_blob = bytes(saved["vmcoreinfo_addr_blob"])
-    if fw_cfg_record is None and saved.get("fw_cfg_vmcoreinfo_record") is not None:
-        fw_cfg_record = bytes(saved["fw_cfg_vmcoreinfo_record"])
+    saved = dump.saved_state.devices if dump.saved_state else None
+    if addr_blob is None and saved is not None:
+        addr_blob = saved.vmcoreinfo_addr_blob
+    if fw_cfg_record is None and saved is not None:
+        fw_cfg_record = saved.vmcoreinfo_record
     if strategies is not None:
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:

@@ -17,10 +17,12 @@ import subprocess
 import tempfile
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from vmci.core.dump import Dump
+from vmci.core.saved_state import LibvirtHeader
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats.migration.reader import read_migration
 from vmci.formats.source import FileSource, Source
@@ -167,17 +169,16 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
     kind = LIBVIRT_FORMATS.get(header["format"])
     if kind is None:
         raise FormatError(f"unknown compression format {header['format']}", field="format", offset=28)
-    facts: dict[str, Any] = {
-        "libvirt_magic": bytes(header["magic"]).decode("latin-1"),
-        "libvirt_version": header["version"],
-        "libvirt_byte_order": header["byte_order"],
-        "data_len": data_len,
-        "was_running": bool(header["was_running"]),
-        "compression": kind,
-        "domain_xml": _text(data),
-    }
-    if header["cookie_offset"]:
-        facts["cookie_xml"] = _text(data[header["cookie_offset"] :])
+    libvirt = LibvirtHeader(
+        magic=bytes(header["magic"]).decode("latin-1"),
+        version=header["version"],
+        byte_order=header["byte_order"],
+        data_len=data_len,
+        was_running=bool(header["was_running"]),
+        compression=kind,
+        domain_xml=_text(data),
+        cookie_xml=_text(data[header["cookie_offset"] :]) if header["cookie_offset"] else None,
+    )
     warnings: list[str] = []
     if header["magic"] == LIBVIRT_MAGIC_PARTIAL:
         warnings.append("the save image is marked partial (LibvirtQemudPart): libvirt never finished it")
@@ -187,14 +188,19 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
     if kind == "raw":
         dump = read_migration(src, path, start=start, container="libvirt-save")
     else:
-        dump = _read_compressed(src, path, start, kind, warnings)
-    dump.facts |= facts
+        dump, tmp, size = _read_compressed(src, path, start, kind, warnings)
+        libvirt = replace(libvirt, decompressed_to=str(tmp), decompressed_size=size)
+    assert dump.saved_state is not None  # read_migration sets it
+    dump.saved_state = replace(dump.saved_state, libvirt=libvirt)
+    dump.facts = dump.saved_state.to_dict()
     dump.warnings[:0] = warnings
     dump.description = f"libvirt save image ({kind}), " + dump.description.split(" in a ")[0]
     return dump
 
 
-def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warnings: list[str]) -> Dump:
+def _read_compressed(src: FileSource, path: Path, start: int, kind: str,
+                     warnings: list[str]) -> tuple[Dump, Path, int]:
+    """The stream decompressed into a temporary file and read: (dump, the file, its size)."""
     fd, name = tempfile.mkstemp(prefix="vmci-stream-", suffix=".qevm")
     tmp = _TempStream(Path(name))
     try:
@@ -222,6 +228,5 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warning
     dump._closers.append(tmp)
     size = inner.size
     warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
-    dump.facts["decompressed_to"] = str(tmp.path)
-    dump.facts["decompressed_size"] = size
-    return dump
+    return dump, tmp.path, size
+

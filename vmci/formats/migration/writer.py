@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
+from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.errors import UsageError
-from vmci.formats.migration.reader import below_4g_size, machine_family
 from vmci.layouts.migration import (
     LIBVIRT_FORMATS,
     LIBVIRT_HEADER_SIZE,
@@ -59,21 +59,11 @@ from vmci.layouts.migration import (
     VmgenidSection,
     libvirt_header,
 )
+from vmci.machine.x86_pc import below_4g_size, machine_family
 
 GIB = 1 << 30
 RAM_SECTION_ID = 2
 _BYTE_ARRAY_8 = [{"name": "", "array_len": 8, "type": "uint8", "size": 1}]
-
-
-@dataclass(frozen=True)
-class VmcoreinfoRecord:
-    """Upstream QEMU's ``vmcoreinfo`` device state (what the guest wrote to ``etc/vmcoreinfo``)."""
-
-    host_format: int = 1
-    guest_format: int = 1
-    size: int = 0
-    paddr: int = 0
-    has_vmcoreinfo: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,7 +155,7 @@ def _bios_rom(r: Range) -> Range | None:
 
 def _ram_layout(memory: SparseMemory, machine: str) -> tuple[int, int]:
     """(ram_size, below_4g) of ``memory`` laid out as ``machine`` lays out ``pc.ram``."""
-    family, _ = machine_family(machine, None)
+    family, _ = machine_family(machine)
     if family is None:
         raise UsageError(f"machine type {machine!r} is not an x86 pc or q35 machine")
     ram = [r for r in memory.ranges if _bios_rom(r) is None]
