@@ -15,7 +15,8 @@ import pytest
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats import open_dump
-from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_libvirt, write_migration
+from vmci.formats.libvirt import write_libvirt
+from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_migration
 from vmci.layouts.migration import libvirt_header
 
 MIB = 1 << 20

@@ -1,8 +1,10 @@
 """libvirt save images (``virsh save``, managed save): ``virQEMUSaveHeader``, the domain XML,
-then the QEMU migration stream, raw or piped through a compressor.
+then the QEMU migration stream, raw or piped through a compressor.  Reader and writer.
 
 A raw stream is read in place.  A compressed one is decompressed once, in a streaming way, into
 a temporary file that is then indexed like any stream and deleted when the dump is closed.
+:func:`write_libvirt` wraps a stream (:func:`vmci.formats.migration.writer.write_migration`) in
+a save image, raw or compressed as the header's ``format`` field says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, BinaryIO
 
 from vmci.core.dump import Dump
 from vmci.core.saved_state import LibvirtHeader
-from vmci.errors import FormatError, TruncatedError, UnsupportedError
+from vmci.errors import FormatError, TruncatedError, UnsupportedError, UsageError
 from vmci.formats.migration.reader import read_migration
 from vmci.formats.source import FileSource, Source
 from vmci.layouts.migration import (
@@ -230,3 +232,62 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str,
     warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
     return dump, tmp.path, size
 
+
+def write_libvirt(
+    out: BinaryIO,
+    stream: BinaryIO,
+    *,
+    xml: str,
+    compression: str = "raw",
+    cookie: str | None = None,
+    was_running: bool = True,
+    little: bool = True,
+    padding: int = 64 << 10,
+) -> int:
+    """Wrap the migration stream read from ``stream`` in a libvirt save image; return its size."""
+    formats = {name: num for num, name in LIBVIRT_FORMATS.items()}
+    if compression not in ("raw", "gzip", "bzip2", "xz", "zstd"):
+        raise UsageError(f"cannot write {compression!r} save images (raw, gzip, bzip2, xz, zstd)")
+    data = xml.encode() + b"\0"
+    cookie_offset = 0
+    if cookie is not None:
+        cookie_offset = len(data)
+        data += cookie.encode() + b"\0"
+    data += bytes(padding)
+    header = libvirt_header(little).build(
+        {
+            "magic": LIBVIRT_MAGIC,
+            "version": LIBVIRT_VERSION,
+            "data_len": len(data),
+            "was_running": int(was_running),
+            "format": formats[compression],
+            "cookie_offset": cookie_offset,
+            "unused": [0] * 14,
+        }
+    )
+    assert len(header) == LIBVIRT_HEADER_SIZE
+    out.write(header + data)
+    start = out.tell()
+    _compress(stream, out, compression)
+    return out.tell() - start + len(header) + len(data)
+
+
+def _compress(stream: BinaryIO, out: BinaryIO, compression: str) -> None:
+    chunk = 1 << 20
+    if compression == "zstd":
+        import cramjam
+
+        comp = cramjam.zstd.Compressor()
+        while block := stream.read(chunk):
+            comp.compress(block)
+            out.write(bytes(comp.flush()))
+        out.write(bytes(comp.finish()))
+        return
+    opener: Any = {
+        "gzip": lambda: gzip.GzipFile(fileobj=out, mode="wb", mtime=0),
+        "bzip2": lambda: bz2.BZ2File(out, "wb"),
+        "xz": lambda: lzma.LZMAFile(out, "wb"),  # noqa: SIM115 - closed by the with below
+    }.get(compression, lambda: contextlib.nullcontext(out))
+    with opener() as sink:
+        while block := stream.read(chunk):
+            sink.write(block)
