@@ -30,7 +30,7 @@ def stream(tmp_path: Path, device: str, **kw) -> tuple[Path, object]:
 def test_rfc_blob_from_stream_walks_to_the_note(tmp_path, rfc_offset):
     path, g = stream(tmp_path, "rfc", rfc_offset=rfc_offset)
     with open_dump(path) as d:
-        blob = d.facts["saved_state"]["vmcoreinfo_addr_blob"]
+        blob = d.saved_state.devices.vmcoreinfo_addr_blob
         assert int.from_bytes(blob, "little") == g.vmcoreinfo_device.address
         disc = find_vmcoreinfo(d, rfc_offset=rfc_offset)
         chosen = disc.chosen
@@ -43,7 +43,8 @@ def test_rfc_blob_from_stream_walks_to_the_note(tmp_path, rfc_offset):
 def test_upstream_record_from_stream_is_checked(tmp_path):
     path, g = stream(tmp_path, "upstream")
     with open_dump(path) as d:
-        assert len(d.facts["saved_state"]["fw_cfg_vmcoreinfo_record"]) == 16
+        record = d.saved_state.devices.vmcoreinfo_record
+        assert record == VmcoreinfoRecord(**g.vmcoreinfo_device.record())  # what the guest wrote
         disc = find_vmcoreinfo(d)
         assert disc.chosen is not None and disc.chosen.source == "fw-cfg-record"
         assert disc.chosen.paddr == g.placed.note_paddr

@@ -15,7 +15,8 @@ import pytest
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, TruncatedError, UnsupportedError
 from vmci.formats import open_dump
-from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_libvirt, write_migration
+from vmci.formats.libvirt import write_libvirt
+from vmci.formats.migration.writer import VmcoreinfoRecord, standard_devices, write_migration
 from vmci.layouts.migration import libvirt_header
 
 MIB = 1 << 20
@@ -53,7 +54,8 @@ def test_save_image_round_trip(
         assert d.facts["compression"] == compression and d.facts["was_running"] is True
         assert d.memory.read(0, 2 * MIB) == mem.read(0, 2 * MIB)
         assert d.facts["devices"]["vmcoreinfo"]["paddr"] == 0x1F000
-        assert d.facts["saved_state"]["vmgenid_addr_blob"] == struct.pack("<Q", 0x1E028)
+        assert d.saved_state is not None and d.saved_state.libvirt is not None
+        assert d.saved_state.devices.vmgenid_addr_blob == struct.pack("<Q", 0x1E028)
         temp = d.facts.get("decompressed_to")
         if compression == "raw":
             assert temp is None and d.facts["stream_offset"] == 92 + d.facts["data_len"]

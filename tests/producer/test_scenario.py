@@ -24,7 +24,7 @@ def test_ram_split_as_qemu_does() -> None:
     assert split_ram(2 * GIB, "q35") == (2 * GIB, 0)
     assert split_ram(0xB0000000, "q35") == (0x80000000, 0x30000000)
     assert split_ram(16 * GIB, "q35") == (2 * GIB, 14 * GIB)
-    assert split_ram(4 * GIB, "pc") == (0xE0000000, 0x20000000)
+    assert split_ram(4 * GIB, "pc") == (3 * GIB, 1 * GIB)  # QEMU pc_init1: "-M pc -m 4G -> 3072M low"
     big = guest_layout(16 * GIB)
     assert [(r.start, r.end) for r in big.ranges] == [
         (0, 2 * GIB), (BIOS_ROM_BASE, 4 * GIB), (4 * GIB, 18 * GIB)]

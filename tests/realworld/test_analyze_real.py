@@ -53,6 +53,6 @@ def test_vmgenid_guid_through_acpi_equals_qmp(request, scenario_name):
 
 def test_vmgenid_from_the_saved_blob_in_the_migration_stream(with_device):
     with open_dump(with_device["migration"]) as d:
-        blob = d.facts["saved_state"]["vmgenid_addr_blob"]
+        blob = d.saved_state.devices.vmgenid_addr_blob
         found = find_vmgenid(d.memory, addr_blob=blob)
         assert canonical(found.guid) == with_device.facts["qmp_guid"]

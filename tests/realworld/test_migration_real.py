@@ -10,7 +10,6 @@ import pytest
 
 from vmci.core.dump import Dump
 from vmci.formats import open_dump
-from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.testing.qemu import SCENARIOS, RealGuest
 
 pytestmark = pytest.mark.realworld
@@ -71,9 +70,9 @@ def test_upstream_vmcoreinfo_record_and_note(scenario: RealGuest) -> None:
         assert (dev["guest_format"], dev["size"]) == (1, 4132)
         assert dev["paddr"] == scenario.vmcoreinfo_paddr
         assert dev["host_format"] == 0  # Linux 6.1 writes 0 over QEMU's 1
-        record = mig.facts["saved_state"]["fw_cfg_vmcoreinfo_record"]
-        assert FwCfgVmcoreinfo.parse(record).paddr == scenario.vmcoreinfo_paddr
-        assert "vmcoreinfo_addr_blob" not in mig.facts["saved_state"]
+        saved = mig.saved_state.devices
+        assert saved.vmcoreinfo_record.paddr == scenario.vmcoreinfo_paddr
+        assert saved.vmcoreinfo_addr_blob is None
         # the note in the stream's RAM is the ELF dump's VMCOREINFO note, byte for byte
         whole, desc = note_at(mig, dev["paddr"])
         assert desc == elf.notes_named("VMCOREINFO")[0].desc == scenario.note_desc
@@ -91,7 +90,7 @@ def test_without_device_has_no_device_state(without_device: RealGuest) -> None:
 @pytest.mark.parametrize("scenario", WITH_VMGENID, indirect=True)
 def test_vmgenid_blob_leads_to_the_qmp_guid(scenario: RealGuest) -> None:
     with open_dump(scenario["migration"]) as d:
-        blob = d.facts["saved_state"]["vmgenid_addr_blob"]
+        blob = d.saved_state.devices.vmgenid_addr_blob
         addr = struct.unpack("<Q", blob)[0]
         assert addr % PS == 40 and d.facts["devices"]["vmgenid"]["vmgenid_addr"] == addr
         page = d.memory.read(addr - 40, PS)

@@ -81,11 +81,11 @@ def vmcoreinfo_for_kaslr(dump: Dump, *, scan: bool = False,
 
     strategies = None
     if not scan:
-        saved = dump.facts.get("saved_state") or {}  # a migration stream's device state
+        saved = dump.saved_state.devices if dump.saved_state else None  # a saved VM's device state
         strategies = ["elf-note"] + (["kdump-header"] if isinstance(dump.header, KdumpHeader) else [])
-        if addr_blob is not None or saved.get("vmcoreinfo_addr_blob") is not None:
+        if addr_blob is not None or (saved is not None and saved.vmcoreinfo_addr_blob is not None):
             strategies.append("address-blob")
-        if saved.get("fw_cfg_vmcoreinfo_record") is not None:
+        if saved is not None and saved.vmcoreinfo_record is not None:
             strategies.append("fw-cfg-record")
     chosen = find_vmcoreinfo(dump, addr_blob=addr_blob, strategies=strategies).chosen
     return (chosen.text, chosen.source) if chosen else (None, None)

@@ -13,10 +13,10 @@ from typing import Any
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.core.memory import PhysicalMemory
-from vmci.discover.blob import check_suppressor, page_of, parse_addr_blob
 from vmci.errors import VmciError
-from vmci.firmware.acpi import check_rsdp, find_named_dword, find_rsdp
+from vmci.firmware.acpi import check_ovmf_probe, check_rsdp, find_named_dword, find_rsdp
 from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, VMGENID_GUID_OFFSET, GuidLE
+from vmci.machine.qemu_devices import check_suppressor, page_of, parse_addr_blob
 
 OEM_TABLE_ID = "VMGENID"
 VAR = "VGIA"
@@ -90,6 +90,7 @@ def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence)
         ev.fail("page readable", "the GUID page is not all in the dump", page)
         return VmGenId(None, None, source, ev)
     check_suppressor(raw, page, 36, ev)
+    check_ovmf_probe(raw, page, ev)
     pad = raw[36:VMGENID_GUID_OFFSET]
     if any(pad):
         ev.warn("padding", f"alignment padding +36..+39 is {pad.hex(' ')}, not zero", page + 36)
@@ -106,5 +107,5 @@ def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **option
     """:func:`find_vmgenid` on a dump: a saved VM's own ``etc/vmgenid_addr`` (migration stream)
     serves as the blob when the caller gives none."""
     if addr_blob is None:
-        addr_blob = (dump.facts.get("saved_state") or {}).get("vmgenid_addr_blob")
+        addr_blob = dump.saved_state.devices.vmgenid_addr_blob if dump.saved_state else None
     return find_vmgenid(dump.memory, addr_blob=addr_blob, **options)

@@ -35,7 +35,9 @@ def analyze(
     or a check FAILed; 2 usage; 3 bad dump; 4 address not in the dump; 5 OS error.
     """
     with errors():
-        if rfc_offset not in (40, 36):
+        from vmci.machine.qemu_devices import RFC_OFFSETS
+
+        if rfc_offset not in RFC_OFFSETS:
             raise UsageError(f"--rfc-offset is 40 or 36, not {rfc_offset}")
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
         record = blob_arg(fw_cfg_record, "--fw-cfg-record", 16) if fw_cfg_record is not None else None

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmci.core.headers import ContainerHeader
 from vmci.core.memory import PhysicalMemory
 
 _CR0_PG = 1 << 31  # x86 CR0.PG: paging on
 _CR4_LA57 = 1 << 12  # x86 CR4.LA57: 5-level paging
+
+if TYPE_CHECKING:
+    from vmci.core.saved_state import SavedState
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,13 @@ class Dump:
     header: ContainerHeader = field(default_factory=ContainerHeader)
     warnings: list[str] = field(default_factory=list)
     _closers: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def saved_state(self) -> SavedState | None:
+        """A saved VM's header (migration stream, libvirt save image), else ``None``."""
+        from vmci.core.saved_state import SavedState
+
+        return self.header if isinstance(self.header, SavedState) else None
 
     @property
     def facts(self) -> dict[str, Any]:

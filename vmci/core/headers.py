@@ -214,16 +214,5 @@ class KdumpHeader(ContainerHeader):
         return out
 
 
-@dataclass
-class UntypedHeader(ContainerHeader):
-    """Free-form facts of a container whose header has no typed class yet (QEMU migration
-    streams and libvirt save images, until their header is typed below)."""
-
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.facts
-
-
-# -- migration ----------------------------------------------------------------------------------
-# The headers of QEMU migration streams and libvirt save images (MigrationHeader, ...) go here.
+# The header of a saved VM (QEMU migration stream, libvirt save image) is
+# :class:`vmci.core.saved_state.SavedState`.

@@ -8,10 +8,11 @@ the page base (+0, not +40) -> the same page checks as the blob walk.
 from __future__ import annotations
 
 from vmci.core.memory import PhysicalMemory
-from vmci.discover.blob import RFC_OFFSETS, _conclude, walk_page
+from vmci.discover.blob import _conclude, walk_page
 from vmci.discover.finding import Candidate, Finding
 from vmci.firmware.acpi import find_named_dword, find_rsdp
 from vmci.layouts.fw_cfg import RFC_OFFSET_V1
+from vmci.machine.qemu_devices import RFC_OFFSETS
 
 OEM_TABLE_ID = "VMCOREIN"
 VAR = "VCIA"

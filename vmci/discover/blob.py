@@ -14,16 +14,15 @@ from vmci.core.evidence import Evidence
 from vmci.core.memory import PhysicalMemory
 from vmci.discover.finding import Candidate, Finding
 from vmci.errors import VmciError
-from vmci.firmware.acpi import ovmf_probe
+from vmci.firmware.acpi import check_ovmf_probe
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
-from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, RFC_OFFSET_V1, RFC_OFFSET_V2, VmcoreinfoRfcContent
+from vmci.layouts.fw_cfg import PAGE_BLOB_SIZE, RFC_OFFSET_V1, VmcoreinfoRfcContent
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
+from vmci.machine.qemu_devices import RFC_LAYOUT_NAMES as LAYOUT_NAMES
+from vmci.machine.qemu_devices import RFC_OFFSETS, check_suppressor, page_of, parse_addr_blob
 
 #: QEMU's dump_init refuses guest notes larger than this (MAX_GUEST_NOTE_SIZE).
 MAX_GUEST_NOTE_SIZE = 1 << 20
-RFC_OFFSETS = (RFC_OFFSET_V1, RFC_OFFSET_V2)
-LAYOUT_NAMES = {RFC_OFFSET_V1: "40-byte suppressor (RFC v1, seed 001)",
-                RFC_OFFSET_V2: "36-byte suppressor (later RFC revision)"}
 _CONTENT = VmcoreinfoRfcContent
 _NAME = VMCOREINFO_NOTE_NAME + b"\0"
 
@@ -35,54 +34,6 @@ def _read(mem: PhysicalMemory, paddr: int, n: int) -> bytes | None:
         return None
 
 
-def parse_addr_blob(blob: bytes, ev: Evidence, what: str = "address blob") -> int | None:
-    """The 8-byte little-endian address, with QEMU's low-32-bit rule noted."""
-    if len(blob) != 8:
-        ev.fail("blob size", f"{what} is {len(blob)} bytes; the device keeps exactly 8 (le64)")
-        return None
-    addr = int.from_bytes(blob, "little")
-    if addr == 0:
-        ev.fail("blob value", f"{what} is zero: firmware never wrote the address (or the VM was reset)")
-        return None
-    ev.ok("blob value", f"{what} {blob.hex(' ')} = {addr:#x}", addr)
-    if addr >> 32:
-        ev.warn("blob value", f"high dword {addr >> 32:#x} set: QEMU reads only the low 32 bits "
-                              f"({addr & 0xFFFFFFFF:#x})", addr)
-    return addr
-
-
-def page_of(addr: int, rfc_offset: int, ev: Evidence) -> int | None:
-    """The page base for a blob value: ``addr - rfc_offset`` must be 4 KiB aligned."""
-    page = addr - rfc_offset
-    if page >= 0 and page % PAGE_BLOB_SIZE == 0:
-        ev.ok("blob alignment", f"{addr:#x} = page {page:#x} + {rfc_offset} "
-                                f"({LAYOUT_NAMES[rfc_offset]})", page)
-        return page
-    other = [o for o in RFC_OFFSETS if o != rfc_offset and (addr - o) % PAGE_BLOB_SIZE == 0]
-    hint = (f"; it is page + {other[0]}: the {LAYOUT_NAMES[other[0]]} layout, read it with "
-            f"rfc_offset={other[0]}") if other else ""
-    ev.fail("blob alignment", f"{addr:#x} is not a 4 KiB page + {rfc_offset} "
-                              f"(offset in page {addr % PAGE_BLOB_SIZE:#x}){hint}", addr)
-    return None
-
-
-def check_suppressor(page_bytes: bytes, page: int, size: int, ev: Evidence) -> None:
-    """Bytes ``0 .. size-1`` must be zero; say which are not, and whether OVMF's probe bites."""
-    head = page_bytes[:size]
-    nonzero = [(i, b) for i, b in enumerate(head) if b]
-    if not nonzero:
-        ev.ok("suppressor", f"bytes 0-{size - 1} are zero (OVMF SDT header probe suppressor)", page)
-    else:
-        shown = ", ".join(f"+{i}={b:#04x}" for i, b in nonzero[:16])
-        more = f" and {len(nonzero) - 16} more" if len(nonzero) > 16 else ""
-        ev.warn("suppressor", f"{len(nonzero)} non-zero byte(s) in the suppressor: {shown}{more}", page)
-    kind = ovmf_probe(page_bytes)
-    if kind is not None:
-        ev.fail("ovmf probe", f"the page would pass OVMF's {kind} header probe: firmware would "
-                              "install it as an ACPI table and free the blob (the hazard the "
-                              "suppressor exists for)", page)
-
-
 def check_page(mem: PhysicalMemory, page: int, rfc_offset: int, ev: Evidence) -> tuple[int, int] | None:
     """Check the RFC page at ``page``; return the note's ``(paddr, size)`` when the content is usable."""
     raw = _read(mem, page, PAGE_BLOB_SIZE)
@@ -90,6 +41,7 @@ def check_page(mem: PhysicalMemory, page: int, rfc_offset: int, ev: Evidence) ->
         ev.fail("page readable", f"the {PAGE_BLOB_SIZE}-byte page is not all in the dump", page)
         return None
     check_suppressor(raw, page, rfc_offset, ev)
+    check_ovmf_probe(raw, page, ev)
     content = _CONTENT.parse(raw[rfc_offset:rfc_offset + _CONTENT.sizeof()])
     at = page + rfc_offset
     if content.version != 0:

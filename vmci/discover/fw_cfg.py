@@ -8,6 +8,7 @@ note's own size within ``size``) and the rest of what makes the note usable.
 from __future__ import annotations
 
 from vmci.core.memory import PhysicalMemory
+from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.discover.blob import _conclude, read_guest_note
 from vmci.discover.finding import Candidate, Finding
 from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF, VMCOREINFO_FORMAT_NONE, FwCfgVmcoreinfo
@@ -16,20 +17,25 @@ RECORD_SIZE = FwCfgVmcoreinfo.sizeof()
 _FORMATS = {VMCOREINFO_FORMAT_NONE: "NONE", VMCOREINFO_FORMAT_ELF: "ELF"}
 
 
-def check_record(mem: PhysicalMemory, record: bytes, *, byteorder: str = "little") -> Finding:
-    """Follow a saved fw_cfg vmcoreinfo record to the guest's VMCOREINFO note."""
+def check_record(mem: PhysicalMemory, record: bytes | VmcoreinfoRecord, *,
+                 byteorder: str = "little") -> Finding:
+    """Follow a saved fw_cfg vmcoreinfo record (its 16 bytes, or the device state a migration
+    stream holds) to the guest's VMCOREINFO note."""
     finding = Finding("fw-cfg-record")
     finding.facts["present"] = True
     cand = Candidate("fw-cfg-record", None, None, None)
     ev = cand.evidence
-    record = bytes(record)
-    if len(record) != RECORD_SIZE:
+    if isinstance(record, VmcoreinfoRecord):
+        rec = record
+    elif len(record) != RECORD_SIZE:
         ev.fail("record size", f"{len(record)} bytes; the record is {RECORD_SIZE} "
                                "(le16 host_format, le16 guest_format, le32 size, le64 paddr)")
         _conclude(finding, cand)
         return finding
-    rec = FwCfgVmcoreinfo.parse(record)
-    finding.facts.update({k: rec[k] for k in ("host_format", "guest_format", "size", "paddr")})
+    else:
+        c = FwCfgVmcoreinfo.parse(bytes(record))
+        rec = VmcoreinfoRecord(c.host_format, c.guest_format, c.size, c.paddr)
+    finding.facts.update({k: getattr(rec, k) for k in ("host_format", "guest_format", "size", "paddr")})
     ev.info("record", f"host_format {rec.host_format}, guest_format {rec.guest_format}, "
                       f"size {rec.size}, paddr {rec.paddr:#x}", rec.paddr)
     if rec.host_format != VMCOREINFO_FORMAT_ELF:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.core.headers import KdumpHeader
 from vmci.discover.finding import Candidate, Finding
 from vmci.errors import UsageError
+from vmci.machine.qemu_devices import RFC_OFFSETS
+
+if TYPE_CHECKING:
+    from vmci.core.saved_state import VmcoreinfoRecord
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +72,7 @@ def find_vmcoreinfo(
     dump: Dump,
     *,
     addr_blob: bytes | None = None,
-    fw_cfg_record: bytes | None = None,
+    fw_cfg_record: bytes | VmcoreinfoRecord | None = None,
     strategies: list[str] | None = None,
     rfc_offset: int = 40,
     progress: Progress | None = None,
@@ -76,11 +80,11 @@ def find_vmcoreinfo(
     """Locate and validate the VMCOREINFO of ``dump`` with every applicable strategy."""
     # Saved VM state (a migration stream) carries what QEMU kept outside guest RAM: the RFC
     # device's address blob or the upstream device's fw_cfg record.  The caller's wins.
-    saved = dump.facts.get("saved_state") or {}
-    if addr_blob is None and saved.get("vmcoreinfo_addr_blob") is not None:
-        addr_blob = bytes(saved["vmcoreinfo_addr_blob"])
-    if fw_cfg_record is None and saved.get("fw_cfg_vmcoreinfo_record") is not None:
-        fw_cfg_record = bytes(saved["fw_cfg_vmcoreinfo_record"])
+    saved = dump.saved_state.devices if dump.saved_state else None
+    if addr_blob is None and saved is not None:
+        addr_blob = saved.vmcoreinfo_addr_blob
+    if fw_cfg_record is None and saved is not None:
+        fw_cfg_record = saved.vmcoreinfo_record
     if strategies is not None:
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:
@@ -89,7 +93,7 @@ def find_vmcoreinfo(
             raise UsageError("strategy address-blob needs the saved address blob (--addr-blob)")
         if "fw-cfg-record" in strategies and fw_cfg_record is None:
             raise UsageError("strategy fw-cfg-record needs the saved record (--fw-cfg-record)")
-    if rfc_offset not in (40, 36):
+    if rfc_offset not in RFC_OFFSETS:
         raise UsageError(f"--rfc-offset is 40 or 36, not {rfc_offset}")
     wanted = list(strategies) if strategies is not None else None
     d = Discovery()

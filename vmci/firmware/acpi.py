@@ -428,6 +428,16 @@ def ovmf_probe(data: bytes | bytearray | memoryview) -> str | None:
     return None
 
 
+def check_ovmf_probe(page_bytes: bytes, page: int, ev: Evidence) -> None:
+    """Fail when OVMF's probe would take a device page (vmcoreinfo RFC, vmgenid) for a table: the
+    hazard the page's suppressor exists for (:func:`vmci.machine.qemu_devices.check_suppressor`)."""
+    kind = ovmf_probe(page_bytes)
+    if kind is not None:
+        ev.fail("ovmf probe", f"the page would pass OVMF's {kind} header probe: firmware would "
+                              "install it as an ACPI table and free the blob (the hazard the "
+                              "suppressor exists for)", page)
+
+
 def ovmf_probe_at(mem: PhysicalMemory, addr: int, remaining: int = 4096) -> tuple[str | None, Evidence]:
     """:func:`ovmf_probe` on ``remaining`` bytes at ``addr`` (e.g. a vmgenid/vmcoreinfo page)."""
     data = _read(mem, addr, max(0, min(remaining, MAX_TABLE_LENGTH)))

@@ -1,8 +1,10 @@
 """libvirt save images (``virsh save``, managed save): ``virQEMUSaveHeader``, the domain XML,
-then the QEMU migration stream, raw or piped through a compressor.
+then the QEMU migration stream, raw or piped through a compressor.  Reader and writer.
 
 A raw stream is read in place.  A compressed one is decompressed once, in a streaming way, into
 a temporary file that is then indexed like any stream and deleted when the dump is closed.
+:func:`write_libvirt` wraps a stream (:func:`vmci.formats.migration.writer.write_migration`) in
+a save image, raw or compressed as the header's ``format`` field says.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from vmci.core.codecs import CodecError, decompress_stream
+from vmci.core.codecs import CodecError, compress_stream, decompress_stream
 from vmci.core.dump import Dump
-from vmci.core.headers import UntypedHeader
-from vmci.errors import FormatError, TruncatedError, UnsupportedError
+from vmci.core.saved_state import LibvirtHeader
+from vmci.errors import FormatError, TruncatedError, UnsupportedError, UsageError
 from vmci.formats.migration.reader import read_migration
 from vmci.formats.source import FileSource, Source
 from vmci.layouts.migration import (
@@ -109,17 +112,16 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
     kind = LIBVIRT_FORMATS.get(header["format"])
     if kind is None:
         raise FormatError(f"unknown compression format {header['format']}", field="format", offset=28)
-    facts: dict[str, Any] = {
-        "libvirt_magic": bytes(header["magic"]).decode("latin-1"),
-        "libvirt_version": header["version"],
-        "libvirt_byte_order": header["byte_order"],
-        "data_len": data_len,
-        "was_running": bool(header["was_running"]),
-        "compression": kind,
-        "domain_xml": _text(data),
-    }
-    if header["cookie_offset"]:
-        facts["cookie_xml"] = _text(data[header["cookie_offset"] :])
+    libvirt = LibvirtHeader(
+        magic=bytes(header["magic"]).decode("latin-1"),
+        version=header["version"],
+        byte_order=header["byte_order"],
+        data_len=data_len,
+        was_running=bool(header["was_running"]),
+        compression=kind,
+        domain_xml=_text(data),
+        cookie_xml=_text(data[header["cookie_offset"] :]) if header["cookie_offset"] else None,
+    )
     warnings: list[str] = []
     if header["magic"] == LIBVIRT_MAGIC_PARTIAL:
         warnings.append("the save image is marked partial (LibvirtQemudPart): libvirt never finished it")
@@ -129,15 +131,18 @@ def read_libvirt(src: FileSource, path: Path) -> Dump:
     if kind == "raw":
         dump = read_migration(src, path, start=start, container="libvirt-save")
     else:
-        dump = _read_compressed(src, path, start, kind, warnings)
-    assert isinstance(dump.header, UntypedHeader)
-    dump.header.facts |= facts
+        dump, tmp, size = _read_compressed(src, path, start, kind, warnings)
+        libvirt = replace(libvirt, decompressed_to=str(tmp), decompressed_size=size)
+    assert dump.saved_state is not None  # read_migration sets it
+    dump.header = replace(dump.saved_state, libvirt=libvirt)
     dump.warnings[:0] = warnings
     dump.description = f"libvirt save image ({kind}), " + dump.description.split(" in a ")[0]
     return dump
 
 
-def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warnings: list[str]) -> Dump:
+def _read_compressed(src: FileSource, path: Path, start: int, kind: str,
+                     warnings: list[str]) -> tuple[Dump, Path, int]:
+    """The stream decompressed into a temporary file and read: (dump, the file, its size)."""
     fd, name = tempfile.mkstemp(prefix="vmci-stream-", suffix=".qevm")
     tmp = _TempStream(Path(name))
     try:
@@ -161,7 +166,43 @@ def _read_compressed(src: FileSource, path: Path, start: int, kind: str, warning
     dump._closers.append(tmp)
     size = inner.size
     warnings.append(f"the {kind} stream was decompressed to a temporary file ({size:#x} bytes)")
-    assert isinstance(dump.header, UntypedHeader)
-    dump.header.facts["decompressed_to"] = str(tmp.path)
-    dump.header.facts["decompressed_size"] = size
-    return dump
+    return dump, tmp.path, size
+
+
+def write_libvirt(
+    out: BinaryIO,
+    stream: BinaryIO,
+    *,
+    xml: str,
+    compression: str = "raw",
+    cookie: str | None = None,
+    was_running: bool = True,
+    little: bool = True,
+    padding: int = 64 << 10,
+) -> int:
+    """Wrap the migration stream read from ``stream`` in a libvirt save image; return its size."""
+    formats = {name: num for num, name in LIBVIRT_FORMATS.items()}
+    if compression not in ("raw", "gzip", "bzip2", "xz", "zstd"):
+        raise UsageError(f"cannot write {compression!r} save images (raw, gzip, bzip2, xz, zstd)")
+    data = xml.encode() + b"\0"
+    cookie_offset = 0
+    if cookie is not None:
+        cookie_offset = len(data)
+        data += cookie.encode() + b"\0"
+    data += bytes(padding)
+    header = libvirt_header(little).build(
+        {
+            "magic": LIBVIRT_MAGIC,
+            "version": LIBVIRT_VERSION,
+            "data_len": len(data),
+            "was_running": int(was_running),
+            "format": formats[compression],
+            "cookie_offset": cookie_offset,
+            "unused": [0] * 14,
+        }
+    )
+    assert len(header) == LIBVIRT_HEADER_SIZE
+    out.write(header + data)
+    start = out.tell()
+    compress_stream(compression, stream, out)
+    return out.tell() - start + len(header) + len(data)

@@ -17,7 +17,6 @@ from vmci.firmware import acpi as reader
 from vmci.layouts.fw_cfg import (
     PAGE_BLOB_SIZE,
     RFC_OFFSET_V1,
-    RFC_OFFSET_V2,
     VMCOREINFO_FORMAT_ELF,
     VMCOREINFO_FORMAT_NONE,
     VMGENID_GUID_OFFSET,
@@ -27,6 +26,7 @@ from vmci.layouts.fw_cfg import (
     VmgenidPage,
 )
 from vmci.layouts.table_loader import ZONE_HIGH
+from vmci.machine.qemu_devices import RFC_OFFSETS
 from vmci.producer import aml
 from vmci.producer.acpi_tables import (
     TABLES_FILE,
@@ -95,7 +95,7 @@ class RfcVmcoreinfoDevice(_PageBlobDevice):
     TABLE_OFFSET = VCIA_TABLE_OFFSET
 
     def __init__(self, offset: int = RFC_OFFSET_V1) -> None:
-        if offset not in (RFC_OFFSET_V1, RFC_OFFSET_V2):
+        if offset not in RFC_OFFSETS:
             raise UsageError(f"RFC vmcoreinfo offset is 40 or 36, not {offset}")
         super().__init__()
         self.offset = offset

@@ -6,8 +6,9 @@ into one block ``[0, below_4g)``; RAM beyond the PCI hole sits from 4 GiB; SeaBI
 ``pc.bios`` at 0xFFFC0000-0xFFFFFFFF (OVMF's flash is not RAM, so it is absent).  With
 ``vga_hole`` the 0xA0000-0xBFFFF window stays out, as when a VGA device claims it.
 
-The split below 4 GiB follows QEMU (``/work/shared/reference/qemu.md`` §5.2): q35 keeps all RAM
-low up to 0xB0000000 and otherwise puts 2 GiB low; pc (i440fx) keeps up to 0xE0000000 low.
+The split below 4 GiB is QEMU's, from :mod:`vmci.machine.x86_pc` (the one copy the migration
+reader and writer use too): q35 keeps all RAM low up to 0xB0000000 and otherwise puts 2 GiB low;
+pc (i440fx, current machine types) keeps RAM below 0xE0000000 low and otherwise puts 3 GiB low.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
 from vmci.errors import UsageError
+from vmci.machine.x86_pc import FAMILIES, below_4g_size
 
 FOUR_GIB = 1 << 32
 LOW_RAM_END = 0xA0000  # conventional memory ends where the VGA window starts
@@ -24,10 +26,7 @@ VGA_END = 0xC0000
 BIOS_AREA = 0xE0000  # E/F segments: the isa-bios alias of the last 128 KiB of pc.bios
 BIOS_ROM_BASE = 0xFFFC0000
 BIOS_ROM_SIZE = 0x40000
-Q35_LOW_LIMIT = 0xB0000000
-Q35_SPLIT = 0x80000000
-PC_LOW_LIMIT = 0xE0000000
-MACHINES = ("q35", "pc")
+MACHINES = FAMILIES
 
 
 @dataclass(frozen=True)
@@ -62,12 +61,9 @@ class GuestLayout:
 
 def split_ram(ram_size: int, machine: str = "q35") -> tuple[int, int]:
     """(bytes below 4 GiB, bytes above) as QEMU's pc/q35 machines split guest RAM."""
-    if machine == "q35":
-        low = ram_size if ram_size < Q35_LOW_LIMIT else Q35_SPLIT
-    elif machine == "pc":
-        low = min(ram_size, PC_LOW_LIMIT)
-    else:
+    if machine not in MACHINES:
         raise UsageError(f"machine is one of {', '.join(MACHINES)}, not {machine!r}")
+    low = below_4g_size(machine, None, ram_size)  # the newest machine type of the family
     return low, ram_size - low
 
 

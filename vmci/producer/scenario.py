@@ -54,6 +54,7 @@ from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.firmware import acpi as reader
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
+from vmci.machine.qemu_devices import RFC_OFFSETS
 from vmci.producer import faults as fault_mod
 from vmci.producer.acpi_tables import AcpiBuild, build_acpi, install_acpi
 from vmci.producer.devices import (
@@ -151,7 +152,7 @@ class Scenario:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UsageError(f"{key} is one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        if self.rfc_offset not in (40, 36):
+        if self.rfc_offset not in RFC_OFFSETS:
             raise UsageError(f"rfc_offset is 40 or 36, not {self.rfc_offset}")
         if not 1 <= self.cpus <= 64:
             raise UsageError(f"cpus must be 1..64, not {self.cpus}")

@@ -1,1 +1,1 @@
-"""vmci.formats.migration.reader."""
+"""QEMU migration streams: reader (:mod:`.reader`) and writer (:mod:`.writer`)."""

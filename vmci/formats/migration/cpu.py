@@ -17,7 +17,7 @@ import construct as cs
 
 from vmci.core.dump import CpuState
 from vmci.errors import VmciError
-from vmci.formats.migration.reader import StreamIndex
+from vmci.formats.migration.stream import StreamIndex
 from vmci.formats.source import Source
 from vmci.layouts.migration import QEMU_VM_SUBSECTION
 from vmci.layouts.migration_cpu import (
@@ -130,13 +130,13 @@ def decode_cpu_section(payload: bytes, version: int, desc: Mapping[str, Any] | N
 
 def cpus_from_stream(src: Source, stream: StreamIndex) -> tuple[list[CpuState], list[str]]:
     """``(cpus, warnings)`` from the stream's ``cpu`` sections, ordered by vCPU index."""
-    sections = [s for s in stream.sections if s["idstr"] == CPU_IDSTR]
+    sections = [s for s in stream.sections if s.idstr == CPU_IDSTR]
     if not sections:
         return [], []
     warnings: list[str] = []
     descs = _descriptions(stream)
     by_instance = {_instance(d): d for d in descs}
-    ids = [int(s["instance_id"]) for s in sections]
+    ids = [s.instance_id for s in sections]
     repeated = len(set(ids)) != len(ids)
     if repeated:
         dup = sorted(i for i, n in Counter(ids).items() if n > 1)
@@ -151,15 +151,14 @@ def cpus_from_stream(src: Source, stream: StreamIndex) -> tuple[list[CpuState], 
         else:
             desc = by_instance.get(ids[k])
         if stream.vmdesc is not None and desc is None:
-            warnings.append(f"cpu section {index} at offset {sec['offset']:#x} has no VM description entry")
+            warnings.append(f"cpu section {index} at offset {sec.offset:#x} has no VM description entry")
             continue
         try:
-            if not 0 <= sec["size"] <= MAX_SECTION:
-                raise CpuSectionError(f"it is {sec['size']} bytes long")
-            start = sec["offset"] + 14 + len(CPU_IDSTR)  # type, id, idstr, instance, version
-            payload = src.read(start, sec["size"])
-            cpus.append(decode_cpu_section(payload, int(sec["version_id"]), desc, index))
+            if not 0 <= sec.size <= MAX_SECTION:
+                raise CpuSectionError(f"it is {sec.size} bytes long")
+            payload = src.read(sec.payload_offset, sec.size)
+            cpus.append(decode_cpu_section(payload, sec.version_id, desc, index))
         except (CpuSectionError, VmciError) as e:
-            warnings.append(f"cpu section {index} at offset {sec['offset']:#x} gives no registers: {e}")
+            warnings.append(f"cpu section {index} at offset {sec.offset:#x} gives no registers: {e}")
     cpus.sort(key=lambda c: c.index)
     return cpus, warnings

@@ -1,5 +1,5 @@
-"""Write QEMU migration streams (``QEVM`` v3) for a :class:`~vmci.core.memory.SparseMemory` guest, and
-libvirt save images around them.
+"""Write QEMU migration streams (``QEVM`` v3) for a :class:`~vmci.core.memory.SparseMemory` guest
+(:func:`vmci.formats.libvirt.write_libvirt` wraps one in a libvirt save image).
 
 The stream is shaped like the one QEMU 7.2 writes for a stopped x86 guest: header,
 CONFIGURATION (machine type), the ``ram`` section in START (MEM_SIZE block list), PART
@@ -10,23 +10,16 @@ declarations in :mod:`vmci.layouts.migration`.
 
 from __future__ import annotations
 
-import bz2
-import contextlib
-import gzip
 import json
-import lzma
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
+from vmci.core.memory import PAGE_SIZE, Buffer, Range, SparseMemory
+from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.errors import UsageError
-from vmci.formats.migration.reader import below_4g_size, machine_family
+from vmci.layouts import struct_format
 from vmci.layouts.migration import (
-    LIBVIRT_FORMATS,
-    LIBVIRT_HEADER_SIZE,
-    LIBVIRT_MAGIC,
-    LIBVIRT_VERSION,
     QEMU_VM_CONFIGURATION,
     QEMU_VM_EOF,
     QEMU_VM_FILE_MAGIC,
@@ -57,23 +50,21 @@ from vmci.layouts.migration import (
     VmcoreinfoSection,
     VmdescHeader,
     VmgenidSection,
-    libvirt_header,
+)
+from vmci.machine.qemu_devices import VMCOREINFO, VMGENID
+from vmci.machine.x86_pc import (
+    BIOS_BLOCK,
+    FOUR_GIB,
+    RAM_BLOCK,
+    RamSplit,
+    is_bios_rom,
+    machine_family,
+    ram_split,
 )
 
-GIB = 1 << 30
 RAM_SECTION_ID = 2
+_RECORD = struct_format(RamRecord)  # be64 offset|flags
 _BYTE_ARRAY_8 = [{"name": "", "array_len": 8, "type": "uint8", "size": 1}]
-
-
-@dataclass(frozen=True)
-class VmcoreinfoRecord:
-    """Upstream QEMU's ``vmcoreinfo`` device state (what the guest wrote to ``etc/vmcoreinfo``)."""
-
-    host_format: int = 1
-    guest_format: int = 1
-    size: int = 0
-    paddr: int = 0
-    has_vmcoreinfo: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,34 +139,42 @@ def standard_devices(
             {"name": "vmcoreinfo.size", "type": "uint32", "size": 4},
             {"name": "vmcoreinfo.paddr", "type": "uint64", "size": 8},
         ]
-        devices.append(Device("vmcoreinfo", payload, {"fields": fields}))
+        devices.append(Device(VMCOREINFO, payload, {"fields": fields}))
     if vmcoreinfo_rfc_addr is not None:
         payload = VmcoreinfoRfcSection.build({"vmcoreinfo_addr_le": vmcoreinfo_rfc_addr})
-        devices.append(Device("vmcoreinfo", payload, {"fields": _byte_array("vmcoreinfo_addr_le")}))
+        devices.append(Device(VMCOREINFO, payload, {"fields": _byte_array("vmcoreinfo_addr_le")}))
     if vmgenid_addr is not None:
         payload = VmgenidSection.build({"vmgenid_addr_le": vmgenid_addr})
-        devices.append(Device("vmgenid", payload, {"fields": _byte_array("vmgenid_addr_le")}))
+        devices.append(Device(VMGENID, payload, {"fields": _byte_array("vmgenid_addr_le")}))
     return devices
 
 
-def _bios_rom(r: Range) -> Range | None:
-    """The SeaBIOS ROM QEMU maps just below 4 GiB is its own RAMBlock (``pc.bios``), not RAM."""
-    return r if r.end == 4 * GIB and r.size <= 16 << 20 else None
+def _pieces(memory: SparseMemory) -> tuple[list[Range], Range | None]:
+    """``memory``'s RAM ranges, and the firmware ROM QEMU maps just below 4 GiB (its own RAMBlock,
+    ``pc.bios``, not RAM).  Ranges are cut at 4 GiB first: the ROM and RAM above 4 GiB touch."""
+    cut: list[Range] = []
+    for r in memory.ranges:
+        if r.start < FOUR_GIB < r.end:
+            cut += [Range(r.start, FOUR_GIB - r.start), Range(FOUR_GIB, r.end - FOUR_GIB)]
+        else:
+            cut.append(r)
+    rom = [r for r in cut if is_bios_rom(r.start, r.size)]
+    return [r for r in cut if r not in rom], (rom[0] if rom else None)
 
 
-def _ram_layout(memory: SparseMemory, machine: str) -> tuple[int, int]:
-    """(ram_size, below_4g) of ``memory`` laid out as ``machine`` lays out ``pc.ram``."""
-    family, _ = machine_family(machine, None)
+def _ram_layout(memory: SparseMemory, machine: str) -> RamSplit:
+    """``memory``'s RAM as ``pc.ram`` of a ``machine``: refused unless the machine lays it out so."""
+    family, _ = machine_family(machine)
     if family is None:
         raise UsageError(f"machine type {machine!r} is not an x86 pc or q35 machine")
-    ram = [r for r in memory.ranges if _bios_rom(r) is None]
-    ram_size = sum(r.size for r in ram)
-    below = below_4g_size(family, machine, ram_size)
-    want = [(0, below)] + ([(4 * GIB, ram_size - below)] if ram_size > below else [])
+    ram, _ = _pieces(memory)
+    split = ram_split(family, sum(r.size for r in ram), machine=machine)
+    want = [(0, split.below_4g)] + ([(FOUR_GIB, split.above_4g)] if split.above_4g else [])
     have = [(r.start, r.size) for r in ram]
     if have != want:
-        raise UsageError(f"guest RAM {have} does not match {machine}'s layout of {ram_size:#x} bytes: {want}")
-    return ram_size, below
+        raise UsageError(f"guest RAM {have} does not match {machine}'s layout of {split.ram_size:#x} bytes: "
+                         f"{want}")
+    return split
 
 
 class _StreamWriter:
@@ -184,7 +183,7 @@ class _StreamWriter:
         self.footers = footers
         self.written = 0
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: Buffer) -> None:
         self.out.write(data)
         self.written += len(data)
 
@@ -192,9 +191,9 @@ class _StreamWriter:
         if self.footers:
             self.put(SectionFooter.build({"type": QEMU_VM_SECTION_FOOTER, "section_id": sid}))
 
-    def record(self, addr: int, flags: int, name: str | None = None) -> None:
-        tag = Idstr.build(name) if name is not None else b""
-        self.put(RamRecord.build({"addr_flags": addr | flags}) + tag)
+    def record(self, addr: int, flags: int) -> None:
+        """A RAM record without payload (MEM_SIZE's total, EOS)."""
+        self.put(_RECORD.pack(addr | flags))
 
 
 def write_migration(
@@ -216,19 +215,22 @@ def write_migration(
     guest's real content follows in a later iteration (the copy a reader must keep).
     """
     ps = PAGE_SIZE
-    ram_size, below = _ram_layout(memory, machine)
+    split = _ram_layout(memory, machine)
     roms = dict(roms or {})
-    for r in memory.ranges:
-        if _bios_rom(r) is not None and "pc.bios" not in roms:
-            roms["pc.bios"] = memory.read(r.start, r.size, zero_fill=True)
-    blocks: dict[str, bytes | None] = {"pc.ram": None}
+    _, rom = _pieces(memory)
+    if rom is not None and BIOS_BLOCK not in roms:
+        roms[BIOS_BLOCK] = memory.read(rom.start, rom.size, zero_fill=True)
+    blocks: dict[str, bytes | None] = {RAM_BLOCK: None}
     for name, data in (roms or {}).items():
         blocks[name] = bytes(data) + bytes(-len(data) % ps)
-    sizes = {name: ram_size if data is None else len(data) for name, data in blocks.items()}
+    sizes = {name: split.ram_size if data is None else len(data) for name, data in blocks.items()}
     stale_pages: dict[int, bytes] = dict(stale or {})
+    resent: list[int] = []  # pc.ram offsets of the stale pages
     for addr, data in stale_pages.items():
-        if addr % ps or len(data) != ps or not memory.contains(addr, ps):
+        offset = split.offset(addr)
+        if addr % ps or len(data) != ps or offset is None or not memory.contains(addr, ps):
             raise UsageError(f"stale page at {addr:#x} must be one whole page of guest RAM")
+        resent.append(offset)
     w = _StreamWriter(out, footers)
     w.put(FileHeader.build({"magic": QEMU_VM_FILE_MAGIC, "version": QEMU_VM_FILE_VERSION}))
     if configuration:
@@ -252,43 +254,43 @@ def write_migration(
     w.record(0, RAM_SAVE_FLAG_EOS)
     w.footer(sid)
 
-    def gpa(offset: int) -> int:
-        return offset if offset < below else 4 * GIB + offset - below
+    def ram_pages() -> Iterator[tuple[int, Buffer]]:
+        """``(pc.ram offset, page)`` in offset order, stale copies where given."""
+        offset = 0
+        for start, size in split.ranges():
+            for addr, page in memory.pages(start, start + size):
+                old = stale_pages.get(addr)
+                yield offset + addr - start, page if old is None else old
+            offset += size
 
-    def page_of(name: str, offset: int) -> bytes | None:
+    def block_pages(name: str) -> Iterator[tuple[int, Buffer]]:
         data = blocks[name]
         if data is None:
-            addr = gpa(offset)
-            old = stale_pages.get(addr)
-            return old if old is not None else memory.read(addr, ps)
-        return data[offset : offset + ps]
+            return ram_pages()
+        return ((offset, data[offset : offset + ps]) for offset in range(0, len(data), ps))
 
-    def send(name: str, offsets: Iterator[int]) -> None:
-        first = True
-        for offset in offsets:
-            page = page_of(name, offset)
-            cont = 0 if first else RAM_SAVE_FLAG_CONTINUE
-            tag = None if cont else name
-            if page is None or not any(page):
-                w.record(offset, RAM_SAVE_FLAG_ZERO | cont, tag)
-                w.put(b"\0")
+    def send(name: str, pages: Iterator[tuple[int, Buffer]]) -> None:
+        """PAGE or ZERO records; the first names the block, the rest CONTINUE it."""
+        zero, pack = bytes(ps), _RECORD.pack
+        tag, cont = Idstr.build(name), 0
+        for offset, page in pages:
+            if page == zero:
+                w.put(pack(offset | RAM_SAVE_FLAG_ZERO | cont) + tag + b"\0")
             else:
-                w.record(offset, RAM_SAVE_FLAG_PAGE | cont, tag)
+                w.put(pack(offset | RAM_SAVE_FLAG_PAGE | cont) + tag)
                 w.put(page)
-            first = False
+            tag, cont = b"", RAM_SAVE_FLAG_CONTINUE
 
     # iteration 1: every page (stale copies where given)
     w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_PART, "section_id": sid}))
-    for name, size in sizes.items():
-        send(name, iter(range(0, size, ps)))
+    for name in sizes:
+        send(name, block_pages(name))
     w.record(0, RAM_SAVE_FLAG_EOS)
     w.footer(sid)
     # iteration 2: the stale pages again, now with the guest's content
     if stale_pages:
         w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_PART, "section_id": sid}))
-        offsets = sorted(a if a < 4 * GIB else a - 4 * GIB + below for a in stale_pages)
-        stale_pages.clear()
-        send("pc.ram", iter(offsets))
+        send(RAM_BLOCK, ((offset, memory.read(split.gpa(offset), ps)) for offset in sorted(resent)))
         w.record(0, RAM_SAVE_FLAG_EOS)
         w.footer(sid)
     w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_END, "section_id": sid}))
@@ -324,62 +326,3 @@ def write_migration(
         w.put(VmdescHeader.build({"type": QEMU_VM_VMDESCRIPTION, "length": len(text)}) + text)
     return w.written
 
-
-def write_libvirt(
-    out: BinaryIO,
-    stream: BinaryIO,
-    *,
-    xml: str,
-    compression: str = "raw",
-    cookie: str | None = None,
-    was_running: bool = True,
-    little: bool = True,
-    padding: int = 64 << 10,
-) -> int:
-    """Wrap the migration stream read from ``stream`` in a libvirt save image; return its size."""
-    formats = {name: num for num, name in LIBVIRT_FORMATS.items()}
-    if compression not in ("raw", "gzip", "bzip2", "xz", "zstd"):
-        raise UsageError(f"cannot write {compression!r} save images (raw, gzip, bzip2, xz, zstd)")
-    data = xml.encode() + b"\0"
-    cookie_offset = 0
-    if cookie is not None:
-        cookie_offset = len(data)
-        data += cookie.encode() + b"\0"
-    data += bytes(padding)
-    header = libvirt_header(little).build(
-        {
-            "magic": LIBVIRT_MAGIC,
-            "version": LIBVIRT_VERSION,
-            "data_len": len(data),
-            "was_running": int(was_running),
-            "format": formats[compression],
-            "cookie_offset": cookie_offset,
-            "unused": [0] * 14,
-        }
-    )
-    assert len(header) == LIBVIRT_HEADER_SIZE
-    out.write(header + data)
-    start = out.tell()
-    _compress(stream, out, compression)
-    return out.tell() - start + len(header) + len(data)
-
-
-def _compress(stream: BinaryIO, out: BinaryIO, compression: str) -> None:
-    chunk = 1 << 20
-    if compression == "zstd":
-        import cramjam
-
-        comp = cramjam.zstd.Compressor()
-        while block := stream.read(chunk):
-            comp.compress(block)
-            out.write(bytes(comp.flush()))
-        out.write(bytes(comp.finish()))
-        return
-    opener: Any = {
-        "gzip": lambda: gzip.GzipFile(fileobj=out, mode="wb", mtime=0),
-        "bzip2": lambda: bz2.BZ2File(out, "wb"),
-        "xz": lambda: lzma.LZMAFile(out, "wb"),  # noqa: SIM115 - closed by the with below
-    }.get(compression, lambda: contextlib.nullcontext(out))
-    with opener() as sink:
-        while block := stream.read(chunk):
-            sink.write(block)

@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import ExcludedPageError, FormatError, NotFoundError, UnsupportedError, VmciError
 from vmci.formats import open_dump
-from vmci.formats.migration.reader import below_4g_size
 from vmci.formats.migration.writer import Device, VmcoreinfoRecord, standard_devices, write_migration
-from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.layouts.migration import (
     RAM_SAVE_FLAG_COMPRESS_PAGE,
     RAM_SAVE_FLAG_CONTINUE,
@@ -95,7 +93,8 @@ def test_round_trip_property_resend_wins(
         assert d.memory.read(0, 256 * PS) == mem.read(0, 256 * PS)
         assert d.facts["resent_pages"] == len(stale)
         assert d.facts["ram_sections"] == 3 + bool(stale)
-        assert d.facts["saved_state"]["vmgenid_addr_blob"] == struct.pack("<Q", 0x1028)
+        assert d.saved_state is not None
+        assert d.saved_state.devices.vmgenid_addr_blob == struct.pack("<Q", 0x1028)
 
 
 @pytest.mark.parametrize("vmdesc", [True, False])
@@ -112,18 +111,24 @@ def test_device_sections_both_vmcoreinfo_layouts(tmp_path: Path, vmdesc: bool, f
         assert (dev["has_vmcoreinfo"], dev["host_format"], dev["guest_format"]) == (True, 0, 1)
         assert (dev["size"], dev["paddr"]) == (4132, 0x123000)
         assert bytes.fromhex(dev["raw"]) == struct.pack(">?HHIQ", True, 0, 1, 4132, 0x123000)
-        saved = d.facts["saved_state"]
-        assert saved["fw_cfg_vmcoreinfo_record"] == FwCfgVmcoreinfo.build(
-            {"host_format": 0, "guest_format": 1, "size": 4132, "paddr": 0x123000}
-        )
-        assert saved["fw_cfg_vmcoreinfo_record"] == struct.pack("<HHIQ", 0, 1, 4132, 0x123000)
-        assert saved["vmgenid_addr_blob"] == struct.pack("<Q", 0x3FF028)
+        assert d.saved_state is not None
+        saved = d.saved_state.devices
+        record = saved.vmcoreinfo_record
+        assert record is not None
+        assert (record.host_format, record.guest_format, record.size, record.paddr) == (0, 1, 4132, 0x123000)
+        assert d.facts["saved_state"]["fw_cfg_vmcoreinfo_record"] == {
+            "host_format": 0, "guest_format": 1, "size": 4132, "paddr": 0x123000}
+        assert saved.vmgenid_addr_blob == struct.pack("<Q", 0x3FF028)
         assert d.facts["devices"]["vmgenid"]["vmgenid_addr"] == 0x3FF028
-        assert "vmcoreinfo_addr_blob" not in saved
+        assert saved.vmcoreinfo_addr_blob is None and "vmcoreinfo_addr_blob" not in d.facts["saved_state"]
     with open_dump(stream(mem, tmp_path, "rfc.qevm", devices=rfc, vmdesc=vmdesc, footers=footers)) as d:
         dev = d.facts["devices"]["vmcoreinfo"]
         assert (dev["layout"], dev["vmcoreinfo_addr"]) == ("rfc", 0x3FE028)
-        assert d.facts["saved_state"] == {"vmcoreinfo_addr_blob": struct.pack("<Q", 0x3FE028)}
+        assert d.saved_state is not None
+        saved = d.saved_state.devices
+        assert saved.vmcoreinfo_addr_blob == struct.pack("<Q", 0x3FE028)
+        assert saved.vmcoreinfo_record is None and saved.vmgenid_addr_blob is None
+        assert d.facts["saved_state"] == {"vmcoreinfo_addr_blob": struct.pack("<Q", 0x3FE028).hex()}
 
 
 def test_unknown_device_without_description_or_footers_is_unsupported(tmp_path: Path) -> None:
@@ -138,16 +143,8 @@ def test_odd_device_payload_is_kept_raw_with_a_warning(tmp_path: Path) -> None:
         assert d.facts["devices"]["vmcoreinfo"]["layout"] == "unknown"
         assert any("12 bytes" in w for w in d.warnings)
         assert d.facts["saved_state"] == {}
-
-
-def test_pc_machine_and_below_4g_split() -> None:
-    assert below_4g_size("q35", "pc-q35-7.2", 256 * MIB) == 256 * MIB
-    assert below_4g_size("q35", "pc-q35-7.2", 0xAFFFF000) == 0xAFFFF000
-    assert below_4g_size("q35", "pc-q35-7.2", 0xB0000000) == 0x80000000
-    assert below_4g_size("q35", "pc-q35-2.4", 8 << 30) == 0x80000000
-    assert below_4g_size("pc", "pc-i440fx-7.2", 0xDFFFF000) == 0xDFFFF000
-    assert below_4g_size("pc", "pc-i440fx-7.2", 4 << 30) == 0xC0000000
-    assert below_4g_size("pc", "pc-1.7", 4 << 30) == 0xE0000000
+        assert d.saved_state is not None and d.saved_state.devices.vmcoreinfo_record is None
+        assert d.saved_state.devices.vmcoreinfo_addr_blob is None
 
 
 def test_pc_i440fx_stream_and_no_configuration(tmp_path: Path) -> None:
