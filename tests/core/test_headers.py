@@ -12,10 +12,10 @@ from vmci.core.headers import (
     FlattenedInfo,
     KdumpHeader,
     RawHeader,
-    UntypedHeader,
     Utsname,
 )
 from vmci.core.memory import Range, SparseMemory
+from vmci.core.saved_state import MigrationHeader, SavedState
 
 BASE_KEYS = [
     "signature", "header_version", "abi", "byte_order", "utsname", "timestamp", "status", "status_flags",
@@ -87,8 +87,13 @@ def test_dump_facts_are_derived_from_the_header() -> None:
     assert d.facts == {"base": 0x1000}
     assert Dump(Path("x"), "raw", "raw", mem).facts == {} and isinstance(Dump(Path("x"), "", "", mem).header,
                                                                           ContainerHeader)
-    untyped = UntypedHeader({"machine": "pc"})
-    assert Dump(Path("x"), "qemu-migration", "", mem, header=untyped).facts is untyped.facts
+    saved = SavedState(MigrationHeader(
+        stream_version=3, machine="pc", machine_family="pc", family_guessed=False, page_size=4096,
+        capabilities=(), stream_offset=0, stream_end=0, eof=True, section_footers=True, ram_sections=0,
+        ram_records=0, resent_pages=0, vmdesc_offset=None, vmdesc_devices=None, below_4g=None,
+        ram_blocks=(), sections=()))
+    dump = Dump(Path("x"), "qemu-migration", "", mem, header=saved)
+    assert dump.saved_state is saved and dump.facts == saved.to_dict()
 
 
 def test_utsname() -> None:

@@ -13,7 +13,7 @@ from vmci.core.dump import CpuState, Note
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UnsupportedError
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.layouts.elf import EM_386, EM_AARCH64, EM_X86_64

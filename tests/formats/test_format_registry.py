@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import sample_memory, sample_notes
 
-from vmci.core.headers import ElfHeader, KdumpHeader, RawHeader, UntypedHeader
+from vmci.core.headers import ElfHeader, KdumpHeader, RawHeader
 from vmci.core.memory import Range, SparseMemory
+from vmci.core.saved_state import SavedState
 from vmci.errors import FormatError, UsageError
 from vmci.formats import FORMATS, PROBE_BYTES, REGISTRY, detect, open_dump
 from vmci.formats.elf import write_elf
 from vmci.formats.kdump import write_kdump
-from vmci.formats.migration.writer import write_libvirt, write_migration
+from vmci.formats.libvirt import write_libvirt
+from vmci.formats.migration.writer import write_migration
 from vmci.formats.raw import write_raw
 
 MEM = sample_memory(seed=9, size=0x400000)
@@ -70,7 +72,7 @@ def test_open_by_content_and_forced(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(SAMPLES[name])
     header = {"elf": ElfHeader, "kdump": KdumpHeader, "flattened": KdumpHeader, "raw": RawHeader,
-              "migration": UntypedHeader, "libvirt": UntypedHeader}[name]
+              "migration": SavedState, "libvirt": SavedState}[name]
     with open_dump(path, format=name) as d:
         assert isinstance(d.header, header)
     if name != "raw":
