@@ -27,10 +27,10 @@ def guest(devices: bool = True) -> tuple[SparseMemory, RfcVmcoreinfoDevice, Plac
     mem = SparseMemory([Range(0, 128 * MiB)])
     dev = RfcVmcoreinfoDevice()
     if devices:
-        boot(mem, [dev, VmgenidDevice(GUID)])
+        _, _, fw = boot(mem, [dev, VmgenidDevice(GUID)])
     placed = place_vmcoreinfo(mem, SMALL, 0x2345000, 0x2347000)
     if devices:
-        RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+        RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     return mem, dev, placed
 
 

@@ -26,9 +26,9 @@ Guest = tuple[SparseMemory, RfcVmcoreinfoDevice, PlacedVmcoreinfo]
 def rfc_guest(offset: int = 40, flavor: str = "seabios") -> Guest:
     mem = SparseMemory([Range(0, RAM)])
     dev = RfcVmcoreinfoDevice(offset)
-    boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
+    _, _, fw = boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
     placed = place_vmcoreinfo(mem, SMALL, NOTE, DATA)
-    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     return mem, dev, placed
 
 

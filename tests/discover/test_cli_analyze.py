@@ -32,9 +32,9 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("cli")
     mem = SparseMemory([Range(0, 64 << 20)])
     dev, gen = RfcVmcoreinfoDevice(), VmgenidDevice(GUID)
-    boot(mem, [dev, gen])
+    _, _, fw = boot(mem, [dev, gen])
     placed = place_vmcoreinfo(mem, SMALL, 0x2345000, 0x2347000)
-    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     out: dict[str, object] = {"text": placed.text, "blob": bytes(dev.addr_le), "vgen": bytes(gen.addr_le)}
     for name, notes in (("note", [("VMCOREINFO", 0, placed.text)]), ("bare", [])):
         path = tmp / f"{name}.elf"
