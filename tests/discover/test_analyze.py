@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.analysis.analyze import analyze
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
@@ -16,10 +17,9 @@ from vmci.formats.kdump.reader import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 GUID = "00112233-4455-6677-8899-aabbccddeeff"
 
 

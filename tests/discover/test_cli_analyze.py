@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
+from conftest import run_vmci as vmci
 
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.core.memory import Range, SparseMemory
@@ -16,15 +18,9 @@ from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, place_vmcoreinfo
+from vmci.producer.linux import place_vmcoreinfo
 
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 GUID = "00112233-4455-6677-8899-aabbccddeeff"
-
-
-def vmci(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmci.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
