@@ -43,6 +43,10 @@ def test_choices_and_image_kind() -> None:
         Scenario(cpus=0)
     assert Scenario(ram="64M").image_kind == "compact" and Scenario(ram="128M").image_kind == "full"
     assert Scenario(ram="64M", image="full").image_kind == "full"
+    assert Scenario().qemu_version_info == (7, 2) and Scenario(qemu_version="7").qemu_version_info == (7, 0)
+    assert Scenario(qemu_version="6.2.1").qemu_version_info == (6, 2)
+    with pytest.raises(UsageError, match="qemu_version is a version"):
+        Scenario(qemu_version="seven")
 
 
 def test_merge_flags_over_a_scenario_file(tmp_path) -> None:

@@ -131,6 +131,9 @@ class Scenario:
             raise UsageError(f"rfc_offset is 40 or 36, not {self.rfc_offset}")
         if not 1 <= self.cpus <= 64:
             raise UsageError(f"cpus must be 1..64, not {self.cpus}")
+        version = self.qemu_version
+        if not isinstance(version, str) or not all(part.isdigit() for part in version.split(".")):
+            raise UsageError(f"qemu_version is a version such as '7.2', not {self.qemu_version!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
@@ -163,6 +166,12 @@ class Scenario:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["faults"] = list(self.faults)
         return out
+
+    @property
+    def qemu_version_info(self) -> tuple[int, int]:
+        """``qemu_version`` as (major, minor); a missing minor is 0."""
+        major, _, rest = self.qemu_version.partition(".")
+        return int(major), int(rest.partition(".")[0] or 0)
 
     @property
     def image_kind(self) -> str:

@@ -65,11 +65,10 @@ def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> di
         return facts
     notes = qd.qemu_notes(g.cpus, note)
     facts["notes"] = len(notes)
-    version = tuple(int(x) for x in s.qemu_version.split(".")[:2])
     if fmt in ("elf", "elf-paging"):
         mappings = qd.paging_mappings(g.mem, g.cpus) if fmt == "elf-paging" else None
         facts.update(qd.write_qemu_elf(out, g.mem, notes, mappings=mappings,
-                                       qemu_version=version))  # type: ignore[arg-type]
+                                       qemu_version=s.qemu_version_info))
     else:
         facts.update(qd.write_qemu_kdump(out, g.mem, notes, note, nr_cpus=len(g.cpus),
                                          compression=compression, flattened=fmt == "kdump-flat",
