@@ -27,7 +27,6 @@ from vmci.producer import qemu_dump as qd
 from vmci.producer.build import build
 from vmci.producer.config import FORMATS, Scenario, merge_flags
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
-from vmci.producer.qemu_dump import subtract
 from vmci.producer.state import Guest
 from vmci.producer.truth import Truth, truth_data
 
@@ -39,7 +38,7 @@ def system_ram(g: Guest) -> list[Range]:
     """What a kdump kernel exports in /proc/vmcore: System RAM minus page 0, the legacy area
     0xA0000-0xFFFFF and the crashkernel reservation."""
     holes = [Range(0, PAGE_SIZE), Range(0xA0000, 0x60000)] + ([g.crashkernel] if g.crashkernel else [])
-    return subtract(g.layout.ram_ranges(), holes)
+    return qd.subtract(g.layout.ram_ranges(), holes)
 
 
 def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> dict[str, Any]:

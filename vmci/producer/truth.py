@@ -24,7 +24,7 @@ __all__ = ["Truth", "acpi_truth", "expected_findings", "truth_data"]
 
 @dataclass
 class Truth:
-    """What :func:`generate` wrote: the truth sidecar's content and the saved blobs."""
+    """What :func:`vmci.producer.scenario.generate` wrote: the truth sidecar's content and the saved blobs."""
 
     path: Path
     truth_path: Path
