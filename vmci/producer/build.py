@@ -37,7 +37,8 @@ from vmci.producer.devices import (
 from vmci.producer.firmware import Firmware
 from vmci.producer.fw_cfg import FwCfg, dma_write_file
 from vmci.producer.guest import build_memory, guest_layout
-from vmci.producer.linux import DEFAULT_LINK, PHYSICAL_START, KernelLayout, place_vmcoreinfo, profile
+from vmci.producer.kernel_layout import DEFAULT_LINK, PHYSICAL_START, KernelLayout, profile
+from vmci.producer.linux import place_vmcoreinfo
 from vmci.producer.pagetables import build_kernel_page_tables
 from vmci.producer.state import Guest
 

@@ -17,7 +17,8 @@ from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice,
 from vmci.producer.firmware import FirmwareResult, PublishedAcpi
 from vmci.producer.fw_cfg import FwCfg
 from vmci.producer.guest import GuestLayout
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo
+from vmci.producer.kernel_layout import KernelLayout
+from vmci.producer.linux import PlacedVmcoreinfo
 from vmci.producer.pagetables import KernelTables
 
 __all__ = ["Guest", "VmcoreinfoDevice"]
