@@ -1,15 +1,25 @@
-"""Shared test helpers: external tools (skip with a reason when absent) and sample guests."""
+"""Shared test helpers: external tools (skip with a reason when absent), sample guests, a small
+producer kernel, and the command line run as a whole process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats.notes import encode_notes
+from vmci.producer.linux import KernelLayout
+
+#: A producer kernel at a fixed place (KASLR offset 16 MiB, phys_base 0) that fits in 64 MiB
+#: (``init_uts_ns`` lands at ~58 MiB), for tests that lay out ``vmcoreinfo_note`` and
+#: ``vmcoreinfo_data`` themselves with ``place_vmcoreinfo``.
+SMALL_KERNEL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 
 SAMPLE_VMCOREINFO = (
     b"OSRELEASE=6.1.0-vmci-test\n"
@@ -77,3 +87,12 @@ def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2, byteorder: str 
     """CORE/NT_PRSTATUS notes for each CPU, then the VMCOREINFO note, as QEMU orders them."""
     notes = [*(("CORE", 1, bytes(336)) for _ in range(cpus)), ("VMCOREINFO", 0, text)]
     return encode_notes(notes, byteorder)
+
+
+def run_vmci(
+    *args: str | os.PathLike[str], text: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[Any]:
+    """``python -m vmci.cli ARGS`` as a whole process: the exit code and the output a user sees
+    (``text=False`` keeps stdout/stderr as bytes, e.g. for ``vmci read``)."""
+    return subprocess.run([sys.executable, "-m", "vmci.cli", *map(str, args)], capture_output=True, text=text,
+                          timeout=timeout)

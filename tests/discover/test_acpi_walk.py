@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.discover.acpi_walk import walk_acpi
@@ -10,10 +11,9 @@ from vmci.discover.blob import walk_blob
 from vmci.firmware.acpi import find_ssdt
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 NOTE, DATA = 0x2345000, 0x2347000
 
 
@@ -23,9 +23,9 @@ Guest = tuple[SparseMemory, RfcVmcoreinfoDevice, PlacedVmcoreinfo]
 def rfc_guest(offset: int = 40, flavor: str = "seabios") -> Guest:
     mem = SparseMemory([Range(0, 128 * MiB)])
     dev = RfcVmcoreinfoDevice(offset)
-    boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
+    _, _, fw = boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
     placed = place_vmcoreinfo(mem, SMALL, NOTE, DATA)
-    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     return mem, dev, placed
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.analysis.analyze import analyze
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
@@ -16,10 +17,9 @@ from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 GUID = "00112233-4455-6677-8899-aabbccddeeff"
 
 
@@ -27,10 +27,10 @@ def guest(devices: bool = True) -> tuple[SparseMemory, RfcVmcoreinfoDevice, Plac
     mem = SparseMemory([Range(0, 128 * MiB)])
     dev = RfcVmcoreinfoDevice()
     if devices:
-        boot(mem, [dev, VmgenidDevice(GUID)])
+        _, _, fw = boot(mem, [dev, VmgenidDevice(GUID)])
     placed = place_vmcoreinfo(mem, SMALL, 0x2345000, 0x2347000)
     if devices:
-        RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+        RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     return mem, dev, placed
 
 

@@ -4,6 +4,7 @@ firmware running the table-loader, the RFC guest driver, the kernel's note); one
 from __future__ import annotations
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.discover.blob import MAX_GUEST_NOTE_SIZE, walk_blob
@@ -12,11 +13,10 @@ from vmci.kernel.vmcoreinfo import build_note
 from vmci.layouts.acpi import SdtHeader, checksum8
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20
 RAM = 128 * MiB
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 NOTE, DATA = 0x2345000, 0x2347000
 
 
@@ -26,9 +26,9 @@ Guest = tuple[SparseMemory, RfcVmcoreinfoDevice, PlacedVmcoreinfo]
 def rfc_guest(offset: int = 40, flavor: str = "seabios") -> Guest:
     mem = SparseMemory([Range(0, RAM)])
     dev = RfcVmcoreinfoDevice(offset)
-    boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
+    _, _, fw = boot(mem, [dev], flavor=flavor, rsdp_revision=2 if flavor == "ovmf" else 0)
     placed = place_vmcoreinfo(mem, SMALL, NOTE, DATA)
-    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     return mem, dev, placed
 
 

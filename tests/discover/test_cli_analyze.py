@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
+from conftest import run_vmci as vmci
 
 from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.core.memory import Range, SparseMemory
@@ -16,15 +18,9 @@ from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
-from vmci.producer.linux import KernelLayout, place_vmcoreinfo
+from vmci.producer.linux import place_vmcoreinfo
 
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 GUID = "00112233-4455-6677-8899-aabbccddeeff"
-
-
-def vmci(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmci.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +28,9 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("cli")
     mem = SparseMemory([Range(0, 64 << 20)])
     dev, gen = RfcVmcoreinfoDevice(), VmgenidDevice(GUID)
-    boot(mem, [dev, gen])
+    _, _, fw = boot(mem, [dev, gen])
     placed = place_vmcoreinfo(mem, SMALL, 0x2345000, 0x2347000)
-    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size)
+    RfcGuestDriver(mem).run(placed.note_paddr, placed.note_size, fw.acpi)
     out: dict[str, object] = {"text": placed.text, "blob": bytes(dev.addr_le), "vgen": bytes(gen.addr_le)}
     for name, notes in (("note", [("VMCOREINFO", 0, placed.text)]), ("bare", [])):
         path = tmp / f"{name}.elf"

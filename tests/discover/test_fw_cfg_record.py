@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.discover.fw_cfg import check_record
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.producer.devices import LinuxFwCfgWriter, UpstreamVmcoreinfoDevice
 from vmci.producer.fw_cfg import FwCfg
-from vmci.producer.linux import KernelLayout, PlacedVmcoreinfo, place_vmcoreinfo
+from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
 
 MiB = 1 << 20
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 
 
 def guest() -> tuple[SparseMemory, UpstreamVmcoreinfoDevice, PlacedVmcoreinfo]:

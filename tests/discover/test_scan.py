@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Extent, PhysicalMemory, Range, SparseMemory
 from vmci.discover import scan as scan_mod
@@ -15,8 +16,6 @@ from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.linux import KernelLayout, capture_kernel, place_vmcoreinfo, vmcoreinfo_text
 
 MiB = 1 << 20
-# a small KASLR'd kernel that fits in 64 MiB: init_uts_ns lands at ~58 MiB
-SMALL = KernelLayout(kaslr_offset=0x1000000, phys_base=0, seed=5)
 
 
 class BytesMemory(PhysicalMemory):

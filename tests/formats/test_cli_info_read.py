@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
-from conftest import FULL_UTSNAME, sample_memory, sample_notes
+from conftest import FULL_UTSNAME, run_vmci, sample_memory, sample_notes
 
 from vmci.formats.elf import write_elf
 from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import find_desc
 
-
-def vmci(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "vmci.cli", *args], capture_output=True, timeout=120)
+vmci = partial(run_vmci, text=False)  # `vmci read` writes raw bytes
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,22 @@ def test_integer_round_trip_shortest(value: int) -> None:
         assert kind == {1: "ByteConst", 2: "WordConst", 4: "DWordConst", 8: "QWordConst"}[width]
 
 
+@given(st.integers(min_value=0, max_value=(1 << 64) - 1), st.binary(max_size=4))
+def test_the_guest_side_decoder_agrees_with_the_reader(value: int, tail: bytes) -> None:
+    """aml.decode_integer is the producer's (the guest interpreter's) own; the reader's is separate."""
+    enc = b"\x70" + aml.integer(value) + tail
+    assert aml.decode_integer(enc, 1) == (value, 1 + len(aml.integer(value)))
+    reader_value, _, reader_end = decode_integer(enc, 1)
+    assert (reader_value, reader_end) == aml.decode_integer(enc, 1)
+
+
+def test_the_guest_side_decoder_refuses_what_is_not_an_integer() -> None:
+    assert aml.decode_integer(aml.ones()) == ((1 << 64) - 1, 1)
+    for bad, where in ((b"", 0), (b"\x0c\x01\x02", 0), (b"\x0d", 0), (b"\x0a\x05", 2)):
+        with pytest.raises(ValueError, match="no AML integer"):
+            aml.decode_integer(bad, where)
+
+
 @given(st.integers(min_value=0, max_value=(1 << 32) - 1))
 def test_dword_const_is_always_five_bytes(value: int) -> None:
     enc = aml.dword_const(value)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import FormatError, NotFoundError, UsageError
-from vmci.firmware.acpi import Table, find_ssdt
 from vmci.layouts.fw_cfg import (
     DMA_CTL_ERROR,
     DMA_CTL_READ,
@@ -139,9 +138,9 @@ def test_rfc_device_end_to_end(offset: int) -> None:
     mem, dev = ram(), RfcVmcoreinfoDevice(offset)
     with pytest.raises(NotFoundError, match="not written"):
         dev.get(mem)
-    boot(mem, [dev])
+    _, _, fw = boot(mem, [dev])
     page = dev.address - offset
-    written = RfcGuestDriver(mem).run(NOTE_PADDR, NOTE_SIZE)
+    written = RfcGuestDriver(mem).run(NOTE_PADDR, NOTE_SIZE, fw.acpi)
     assert written == page + offset
     raw = mem.read(page, 4096)
     assert raw[:offset] == bytes(offset)  # the suppressor is untouched
@@ -162,24 +161,39 @@ def test_rfc_device_rejects_other_offsets() -> None:
 
 def test_evaluate_addr_needs_a_linked_vcia() -> None:
     mem, dev = ram(), RfcVmcoreinfoDevice()
-    boot(mem, [dev])
-    table, _ = find_ssdt(mem, "VMCOREIN")
+    _, build, fw = boot(mem, [dev])
+    assert fw.acpi is not None
+    table = fw.acpi.find("SSDT", "VMCOREIN")
     assert table is not None
-    assert evaluate_addr(table, "VCIA") == dev.address
-    # before firmware patched it, VCIA is 0 and _STA says "absent"
-    unlinked = Table(0, "SSDT", table.length, 1, "BOCHS", "VMCOREIN", True,
-                     table.data[:42] + bytes(4) + table.data[46:])
+    assert evaluate_addr(mem, table.address, "VCIA") == dev.address
+    # before firmware patched it, VCIA is 0 and _STA says "absent": QEMU's own bytes
+    unlinked = 0x7000000
+    off = build.offsets["SSDT:VMCOREIN"]
+    mem.write(unlinked, bytes(build.tables[off : off + table.length]))
     with pytest.raises(NotFoundError, match="VCIA is 0"):
-        evaluate_addr(unlinked, "VCIA")
-    with pytest.raises(FormatError):
-        evaluate_addr(unlinked, "VGIA")
+        evaluate_addr(mem, unlinked, "VCIA")
+    with pytest.raises(FormatError, match="Name"):
+        evaluate_addr(mem, unlinked, "VGIA")
+    linked = mem.read(table.address, table.length)
+    add = linked.index(b"\x72VCIA")  # Add(VCIA, 40) in the ADDR method
+    mem.write(unlinked, linked[:add] + b"\x72VCIX" + linked[add + 5 :])
+    with pytest.raises(FormatError, match="no Add"):
+        evaluate_addr(mem, unlinked, "VCIA")
+    mem.write(unlinked, linked[: add + 5] + b"\x11" + linked[add + 6 :])  # not an integer opcode
+    with pytest.raises(FormatError, match="opcode 0x11"):
+        evaluate_addr(mem, unlinked, "VCIA")
+    mem.write(unlinked + 4, (10).to_bytes(4, "little"))  # a length shorter than the header
+    with pytest.raises(FormatError, match="10 bytes"):
+        evaluate_addr(mem, unlinked, "VCIA")
 
 
 def test_rfc_guest_driver_without_ssdt() -> None:
     mem, dev = ram(), VmgenidDevice()
-    boot(mem, [dev])
+    _, _, fw = boot(mem, [dev])
     with pytest.raises(NotFoundError, match="VMCOREIN"):
-        RfcGuestDriver(mem).run(NOTE_PADDR, NOTE_SIZE)
+        RfcGuestDriver(mem).run(NOTE_PADDR, NOTE_SIZE, fw.acpi)
+    with pytest.raises(NotFoundError, match="VMCOREIN"):
+        RfcGuestDriver(mem).run(NOTE_PADDR, NOTE_SIZE, None)
 
 
 # -- upstream vmcoreinfo ------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from vmci.firmware import acpi as reader
 from vmci.formats import open_dump
 from vmci.layouts.acpi import checksum8
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
+from vmci.producer.build import build
+from vmci.producer.config import Scenario
 from vmci.producer.faults import FAULTS, STAGES
-from vmci.producer.scenario import Scenario, build, generate
+from vmci.producer.firmware import ovmf_table_size
+from vmci.producer.scenario import generate
 
 
 def dump(tmp_path, fmt="elf", **keys):
@@ -60,7 +63,8 @@ def test_suppressor_acpi_header(tmp_path, firmware) -> None:
     head = d.memory.read(t["device"]["page"], 40)
     assert head[:4] == b"OEMV" and int.from_bytes(head[4:8], "little") == 36 and checksum8(head[:36]) == 0
     assert head[36:] == bytes(4)
-    assert reader.ovmf_probe(head) is not None  # what the suppressor is there to prevent
+    assert ovmf_table_size(head) == 36  # OVMF takes it for a table: what the suppressor prevents
+    assert reader.ovmf_probe(head) is not None  # and the reader predicts so
     if firmware == "ovmf":  # OVMF's second pass installed it as a table
         assert "OEMV" in [sig for sig, _ in t["firmware"]["installed"]]
 
@@ -133,7 +137,10 @@ def test_rfc_offset_36(tmp_path) -> None:
 def test_bad_acpi_checksum(tmp_path) -> None:
     t, d = dump(tmp_path, faults=["bad-acpi-checksum"])
     ssdt, _ = reader.find_ssdt(d.memory, "VMCOREIN")
+    # the truth says where the firmware put the table (not where a reader found it)
     assert ssdt is not None and not ssdt.checksum_ok and ssdt.address == t["device"]["ssdt"]
+    assert t["acpi"]["tables"]["SSDT:VMCOREIN"] == t["device"]["ssdt"]  # still listed
+    assert checksum8(d.memory.read(t["device"]["ssdt"], ssdt.length)) != 0
     assert not t.expected("acpi")["found"] and t.expected("address-blob")["found"]
 
 
@@ -147,6 +154,9 @@ def test_missing_ssdt(tmp_path, rsdp_revision) -> None:
     rsdp, _ = reader.find_rsdp(d.memory)
     tables, _ = reader.list_tables(d.memory, rsdp)
     assert all(tb.checksum_ok for tb in tables)
+    assert {f"{tb.signature}:{tb.oem_table_id}": tb.address for tb in tables} == t["acpi"]["tables"]
+    assert "SSDT:VMCOREIN" not in t["acpi"]["tables"] and rsdp.address == t["acpi"]["rsdp"]
+    assert "removed from the RSDT" + ("/XSDT" if rsdp_revision else "") in t["faults"][0]["detail"]
 
 
 def test_stale_note(tmp_path) -> None:

@@ -24,7 +24,7 @@ from vmci.layouts.table_loader import (
 )
 from vmci.producer.acpi_tables import LOADER_FILE, build_acpi, install_acpi
 from vmci.producer.devices import RfcVmcoreinfoDevice, VmgenidDevice
-from vmci.producer.firmware import FSEG_END, FSEG_START, Firmware, boot
+from vmci.producer.firmware import FSEG_END, FSEG_START, Firmware, boot, ovmf_table_size
 from vmci.producer.fw_cfg import FwCfg
 
 RAM = 0x8000000  # 128 MiB
@@ -292,3 +292,33 @@ def test_loader_entry_field_offsets() -> None:
     assert LoaderEntry.sizeof() == 128
     with pytest.raises(UsageError):
         build_entry(CMD_ALLOCATE, file="x" * 56, align=1, zone=1)
+
+
+# -- OVMF's own probe (the firmware's, independent of vmci's reader) ----------------------------
+
+def test_ovmf_table_size_follows_ovmfs_rules() -> None:
+    from vmci.producer.acpi_tables import build_facs, vmcoreinfo_ssdt
+
+    ssdt, facs = vmcoreinfo_ssdt(), build_facs()
+    assert ovmf_table_size(ssdt + bytes(100)) == len(ssdt)
+    assert ovmf_table_size(facs) == 64  # the FACS needs no checksum, only its 64 bytes
+    assert ovmf_table_size(facs[:40]) == 0  # fewer than 64 bytes remaining, and no SDT checksum
+    assert ovmf_table_size(ssdt[:-1]) == 0  # Length beyond the remaining bytes
+    assert ovmf_table_size(bytes(4096)) == 0  # Length 0 < 36: the zero suppressor's job
+    broken = bytearray(ssdt)
+    broken[9] ^= 1
+    assert ovmf_table_size(bytes(broken)) == 0
+    assert ovmf_table_size(b"") == 0
+
+
+@given(st.binary(max_size=80), st.sampled_from([b"", b"FACS", b"SSDT"]), st.integers(0, 120), st.booleans())
+def test_ovmf_probe_agrees_with_the_readers_prediction(
+    tail: bytes, sig: bytes, length: int, fix: bool
+) -> None:
+    """Two separate codings of OVMF's rule: the firmware emulation's and the reader's."""
+    from vmci.firmware.acpi import ovmf_probe
+
+    data = bytearray(sig + length.to_bytes(4, "little") + tail if sig else tail)
+    if fix and 9 < length <= len(data):  # make the claimed length sum to 0
+        data[9] = (data[9] - checksum8(data[:length])) & 0xFF
+    assert (ovmf_table_size(data) > 0) == (ovmf_probe(data) is not None)

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
+from vmci.producer import FORMATS
+
+_FORMATS_HELP = f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}."
 
 
 def generate(
@@ -20,8 +22,7 @@ def generate(
     scenario_file: Annotated[
         Path | None, typer.Option("--scenario", help="A TOML scenario; the flags below override its keys.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="elf, elf-paging, kdump, kdump-flat, kexec or raw.")]
-    = "kdump-flat",
+    fmt: Annotated[str, typer.Option("--format", help=_FORMATS_HELP)] = "kdump-flat",
     compression: Annotated[
         str, typer.Option("--compression", help="kdump page compression: zlib, lzo, snappy, zstd, none.")
     ] = "zlib",
@@ -55,29 +56,24 @@ def generate(
     The same scenario and seed give byte-identical files.
     """
     from vmci.errors import UsageError, VmciError
+    from vmci.producer.config import FAULT_SPECS, Scenario, merge_flags
 
     try:
-        from vmci.producer.faults import FAULTS
-
         if list_faults:
-            for f in FAULTS.values():
+            for f in FAULT_SPECS.values():
                 typer.echo(f"{f.name:24} {f.stage:13} {f.description}")
             return
-        from vmci.producer.scenario import Scenario
         from vmci.producer.scenario import generate as run
 
         if out is None:
             raise UsageError("--output/-o is required")
         if fmt not in FORMATS:
             raise UsageError(f"--format is one of {', '.join(FORMATS)}, not {fmt!r}")
-        base = Scenario.from_toml(scenario_file).to_dict() if scenario_file else {}
         flags = {"seed": seed, "ram": ram, "machine": machine, "firmware": firmware, "device": device,
                  "rfc_offset": rfc_offset, "vmgenid": vmgenid, "kernel": kernel, "kaslr": kaslr, "la57": la57,
                  "pti": pti, "cpus": cpus, "panic": panic, "phys_base_bug": phys_base_bug}
-        base.update({k: v for k, v in flags.items() if v is not None})
-        if fault:
-            base["faults"] = list(base.get("faults", [])) + list(fault)
-        truth = run(Scenario.from_dict(base), out, fmt, compression=compression)
+        base = Scenario.from_toml(scenario_file) if scenario_file else None
+        truth = run(merge_flags(base, flags, fault or ()), out, fmt, compression=compression)
     except VmciError as e:
         typer.echo(f"vmci: error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None

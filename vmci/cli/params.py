@@ -1,7 +1,8 @@
 """Shared command-line parameters and their parsers: one definition each.
 
-Integers and sizes (:func:`parse_int`), blob arguments (:func:`blob_arg`), and the typer option
-types the commands share (dump argument, ``--format``, ``--raw-base``, ``--json``, blobs).
+Integers and sizes (:func:`parse_int`, defined in :mod:`vmci.core.units`), blob arguments
+(:func:`blob_arg`), and the typer option types the commands share (dump argument, ``--format``,
+``--raw-base``, ``--json``, blobs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vmci.core.units import parse_int
 from vmci.errors import UsageError
 
 DumpArg = Annotated[Path, typer.Argument(help="The dump file (ELF, kdump, flattened kdump, raw).")]
@@ -36,22 +38,6 @@ SymbolsOpt = Annotated[
     typer.Option("--system-map", help="A System.map, vmlinux or vmlinuz (bzImage) of the dumped kernel: "
                  "exact symbol addresses and cross-checks."),
 ]
-
-
-def parse_int(text: str, what: str) -> int:
-    """An integer from ``0x…``, decimal, or with a K/M/G suffix (powers of 1024)."""
-    t = text.strip().lower().replace("_", "")
-    mult = 1
-    if t and t[-1] in "kmg" and not t.startswith("0x"):
-        mult = 1 << {"k": 10, "m": 20, "g": 30}[t[-1]]
-        t = t[:-1]
-    try:
-        value = int(t, 0) * mult
-    except ValueError:
-        raise UsageError(f"{what} must be an integer (decimal or 0x-hex), not {text!r}") from None
-    if value < 0:
-        raise UsageError(f"{what} must not be negative")
-    return value
 
 
 def blob_arg(value: str, what: str, size: int) -> bytes:

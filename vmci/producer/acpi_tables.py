@@ -29,7 +29,9 @@ from vmci.layouts.acpi import (
     FadtV1,
     FadtX,
     RsdpV2,
+    SdtHeader,
     checksum8,
+    id_text,
     pad_id,
 )
 from vmci.layouts.fw_cfg import RFC_OFFSET_V1
@@ -231,15 +233,39 @@ class AcpiDevice(Protocol):
     def build_acpi(self, tables: bytearray, linker: Linker) -> None: ...
 
 
+@dataclass(frozen=True)
+class BuiltTable:
+    """A table QEMU put into ``etc/acpi/tables`` and listed in the RSDT (and XSDT)."""
+
+    signature: str
+    oem_table_id: str  # trailing NULs dropped
+    offset: int  # inside etc/acpi/tables
+    length: int
+
+    @property
+    def key(self) -> str:
+        """``"SIG:OEM table id"`` (``"SIG"`` when the id is empty), as the truth names tables."""
+        return f"{self.signature}:{self.oem_table_id}".rstrip(":")
+
+
+def built_table(tables: bytes | bytearray, offset: int) -> BuiltTable:
+    """The record of the table just appended at ``offset``: its own header's words."""
+    hdr = SdtHeader.parse(bytes(tables[offset : offset + SDT_HEADER_SIZE]))
+    return BuiltTable(hdr.signature.decode("latin-1"), id_text(hdr.oem_table_id), offset, hdr.length)
+
+
 @dataclass
 class AcpiBuild:
     """QEMU's ACPI blobs: ``offsets`` maps "FACS", "DSDT", "FACP", "SSDT:<oem table id>",
-    "RSDT", "XSDT" to offsets inside ``tables``."""
+    "RSDT", "XSDT" to offsets inside ``tables``; ``entries`` are the tables the RSDT (and XSDT)
+    list, in their order; ``rsdp_revision`` is the revision of the RSDP in ``rsdp``."""
 
     tables: bytearray
     rsdp: bytearray
     linker: Linker
     offsets: dict[str, int] = field(default_factory=dict)
+    entries: list[BuiltTable] = field(default_factory=list)
+    rsdp_revision: int = 0
 
     @property
     def loader(self) -> bytes:
@@ -301,7 +327,8 @@ def build_acpi(
 
     if len(tables) % blob_size:  # QEMU's acpi_align_size
         tables += bytes(blob_size - len(tables) % blob_size)
-    return AcpiBuild(tables, rsdp, linker, offsets)
+    entries = [built_table(tables, off) for off in listed]
+    return AcpiBuild(tables, rsdp, linker, offsets, entries, rsdp_revision)
 
 
 def install_acpi(fw_cfg: FwCfg, build: AcpiBuild) -> None:

@@ -150,6 +150,22 @@ def integer(value: int) -> bytes:
     raise ValueError(f"{value:#x} is not a 64-bit unsigned integer")
 
 
+def decode_integer(buf: bytes, off: int = 0) -> tuple[int, int]:
+    """The inverse of :func:`integer` at ``buf[off:]``, as the guest's AML interpreter reads a
+    ComputationalData integer: ``(value, offset after it)``; a :class:`ValueError` otherwise."""
+    if off >= len(buf):
+        raise ValueError(f"no AML integer at {off}: end of the byte code")
+    op = buf[off]
+    if op in (ZERO_OP, ONE_OP):
+        return op, off + 1
+    if op == ONES_OP:
+        return (1 << 64) - 1, off + 1
+    size = {BYTE_PREFIX: 1, WORD_PREFIX: 2, DWORD_PREFIX: 4, QWORD_PREFIX: 8}.get(op)
+    if size is None or off + 1 + size > len(buf):
+        raise ValueError(f"no AML integer at {off}: opcode {op:#04x}")
+    return int.from_bytes(buf[off + 1 : off + 1 + size], "little"), off + 1 + size
+
+
 def string(text: str) -> bytes:
     raw = text.encode("ascii")
     if b"\0" in raw:

@@ -13,7 +13,7 @@ import uuid
 
 from vmci.core.memory import SparseMemory
 from vmci.errors import FormatError, MemoryReadError, NotFoundError, UsageError
-from vmci.firmware import acpi as reader
+from vmci.layouts.acpi import SDT_HEADER_SIZE, SdtHeader, id_text
 from vmci.layouts.fw_cfg import (
     PAGE_BLOB_SIZE,
     RFC_OFFSET_V1,
@@ -37,6 +37,7 @@ from vmci.producer.acpi_tables import (
     vmcoreinfo_ssdt,
     vmgenid_ssdt,
 )
+from vmci.producer.firmware import PublishedAcpi
 from vmci.producer.fw_cfg import FwCfg, dma_write_file
 
 
@@ -192,21 +193,34 @@ class VmgenidDevice(_PageBlobDevice):
 
 # -- guest side ----------------------------------------------------------------------------
 
-def evaluate_addr(table: reader.Table, var: str) -> int:
-    """Evaluate the SSDT's ``ADDR`` method: Package{var + k, 0}[0] with ``var`` patched by firmware.
+def evaluate_addr(mem: SparseMemory, table: int, var: str) -> int:
+    """Evaluate the ADDR method of the SSDT at guest-physical ``table``: Package{var + k, 0}[0]
+    with ``var`` patched by firmware, read from guest RAM as the guest's AML interpreter would.
 
     Only the QEMU shape is understood: the leading ``Name(var, DWordConst)`` and one
     ``Add(var, k)`` in the AML; anything else is a :class:`FormatError`.
     """
-    value, ev = reader.leading_name_dword(table, var)
-    if value is None:
-        raise FormatError(f"no patched Name({var}, DWordConst) in {table.oem_table_id}: {ev.steps[-1]}",
-                          field=var, offset=table.address + 36)
+    header = SdtHeader.parse(mem.read(table, SDT_HEADER_SIZE))
+    table_id = id_text(header.oem_table_id)
+    if header.length < SDT_HEADER_SIZE:
+        raise FormatError(f"SSDT {table_id} is {header.length} bytes long", field="length", offset=table + 4)
+    body = mem.read(table + SDT_HEADER_SIZE, header.length - SDT_HEADER_SIZE)
+    lead = aml.name_dword(var)
+    value_at = aml.name_dword_value_offset(var)
+    if body[:value_at] != lead[:value_at]:
+        raise FormatError(f"no Name({var}, DWordConst) leads the AML of {table_id}", field=var,
+                          offset=table + SDT_HEADER_SIZE)
+    value = int.from_bytes(body[value_at : value_at + 4], "little")
     pattern = bytes([aml.ADD_OP]) + aml.name_string(var)
-    pos = table.aml.find(pattern)
+    pos = body.find(pattern)
     if pos < 0:
-        raise FormatError(f"no Add({var}, ...) in the ADDR method", field="ADDR", offset=table.address + 36)
-    k, _, _ = reader.decode_integer(table.aml, pos + len(pattern))
+        raise FormatError(f"no Add({var}, ...) in the ADDR method", field="ADDR",
+                          offset=table + SDT_HEADER_SIZE)
+    try:
+        k, _ = aml.decode_integer(body, pos + len(pattern))
+    except ValueError as err:
+        raise FormatError(f"Add({var}, ...) in {table_id}: {err}", field="ADDR",
+                          offset=table + SDT_HEADER_SIZE + pos) from None
     if value == 0:  # _STA returns 0: the device is not present
         raise NotFoundError(f"{var} is 0: firmware did not link the blob")
     return value + k
@@ -219,13 +233,16 @@ class RfcGuestDriver:
     def __init__(self, mem: SparseMemory) -> None:
         self.mem = mem
 
-    def run(self, note_paddr: int, note_size: int, ssdt: reader.Table | None = None) -> int:
-        """Write the content; returns the address written (VCIA + 40 or + 36)."""
+    def run(self, note_paddr: int, note_size: int, acpi: PublishedAcpi | None) -> int:
+        """Write the content; returns the address written (VCIA + 40 or + 36).
+
+        ``acpi`` is what the firmware handed the guest (:attr:`FirmwareResult.acpi`); the driver
+        binds to the SSDT ``VMCOREIN`` listed there.
+        """
+        ssdt = acpi.find("SSDT", "VMCOREIN") if acpi is not None else None
         if ssdt is None:
-            ssdt, ev = reader.find_ssdt(self.mem, "VMCOREIN")
-            if ssdt is None:
-                raise NotFoundError(f"no VMCOREIN SSDT in guest memory: {ev.steps[-1]}")
-        dest = evaluate_addr(ssdt, "VCIA")
+            raise NotFoundError("no VMCOREIN SSDT among the ACPI tables the firmware published")
+        dest = evaluate_addr(self.mem, ssdt.address, "VCIA")
         content = {"version": 0, "paddr": note_paddr, "size": note_size}
         self.mem.write(dest, VmcoreinfoRfcContent.build(content))
         return dest

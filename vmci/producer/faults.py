@@ -1,6 +1,6 @@
 """Fault injection: each fault is a named function run by the actor it belongs to.
 
-Stages, in the order :func:`vmci.producer.scenario.build` runs them:
+Stages, in the order :func:`vmci.producer.build.build` runs them (:data:`STAGES`):
 
 ``machine``       the QEMU command line (which device, which RFC revision)
 ``qemu-device``   QEMU's device state before the firmware copies it into RAM (the page's suppressor)
@@ -8,35 +8,36 @@ Stages, in the order :func:`vmci.producer.scenario.build` runs them:
 ``guest-driver``  what the guest driver registers (version/format, paddr, size)
 ``after-boot``    guest RAM after everything ran (ACPI tables broken or missing)
 
-A fault returns a one-line description of what it changed; the scenario keeps it in the truth.
+The names, stages and descriptions are the scenario's vocabulary
+(:data:`vmci.producer.config.FAULT_SPECS`); this module says what each one does.  A fault returns
+a one-line description of what it changed; the scenario keeps it in the truth.  Faults act on
+what the actors know (the tables the firmware published, the kernel's placement), never on what
+a reader finds in RAM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vmci.errors import UsageError
-from vmci.firmware import acpi as reader
-from vmci.layouts.acpi import SDT_CHECKSUM_OFFSET, SDT_HEADER_SIZE, checksum8
+from vmci.layouts.acpi import SDT_CHECKSUM_OFFSET, SDT_HEADER_SIZE, SdtHeader, checksum8
 from vmci.layouts.fw_cfg import RFC_OFFSET_V2
 from vmci.producer import aml
+from vmci.producer.config import FAULT_SPECS, STAGES, FaultSpec
 from vmci.producer.devices import RfcVmcoreinfoDevice
+from vmci.producer.firmware import PublishedTable
 from vmci.producer.linux import capture_kernel, place_vmcoreinfo
 from vmci.producer.qemu_dump import MAX_GUEST_NOTE_SIZE
+from vmci.producer.state import Guest
 
-if TYPE_CHECKING:
-    from vmci.producer.scenario import Guest
-
-STAGES = ("machine", "qemu-device", "guest-kernel", "guest-driver", "after-boot")
+__all__ = ["FAULTS", "STAGES", "Fault", "apply"]
 
 
 @dataclass(frozen=True)
-class Fault:
-    name: str
-    stage: str
-    description: str
+class Fault(FaultSpec):
+    """A :class:`FaultSpec` with the function its actor runs."""
+
     apply: Callable[[Guest], str]
 
 
@@ -148,10 +149,10 @@ def truncated_note(g: Guest) -> str:
 
 # -- after boot -----------------------------------------------------------------------------------------
 
-def _target_ssdt(g: Guest, fault: str) -> reader.Table:
+def _target_ssdt(g: Guest, fault: str) -> PublishedTable:
     ids = (["VMCOREIN"] if g.device_kind == "rfc" else []) + (["VMGENID"] if g.vmgenid_device else [])
     for table_id in ids:
-        table, _ = reader.find_ssdt(g.mem, table_id)
+        table = g.acpi_tables.find("SSDT", table_id) if g.acpi_tables else None
         if table is not None:
             return table
     raise UsageError(f"fault {fault} needs an SSDT (RFC vmcoreinfo device or vmgenid)")
@@ -165,29 +166,30 @@ def bad_acpi_checksum(g: Guest) -> str:
 
 
 def _drop_entry(g: Guest, root_addr: int, size: int, target: int) -> None:
-    root, _ = reader.fetch_table(g.mem, root_addr)
-    if root is None:
-        return
-    body = root.aml
+    """Rewrite the root table at ``root_addr`` (entries of ``size`` bytes) without ``target``."""
+    length = SdtHeader.parse(g.mem.read(root_addr, SDT_HEADER_SIZE)).length
+    root = g.mem.read(root_addr, length)
+    body = root[SDT_HEADER_SIZE:]
     entries = [int.from_bytes(body[i : i + size], "little") for i in range(0, len(body) - size + 1, size)]
     kept = [e for e in entries if e != target]
-    new = bytearray(root.data[:SDT_HEADER_SIZE] + b"".join(e.to_bytes(size, "little") for e in kept))
+    new = bytearray(root[:SDT_HEADER_SIZE] + b"".join(e.to_bytes(size, "little") for e in kept))
     new[4:8] = len(new).to_bytes(4, "little")
     new[SDT_CHECKSUM_OFFSET] = 0
     new[SDT_CHECKSUM_OFFSET] = (-checksum8(new)) & 0xFF
-    g.mem.write(root_addr, bytes(new) + bytes(root.length - len(new)))
+    g.mem.write(root_addr, bytes(new) + bytes(length - len(new)))
 
 
 def missing_ssdt(g: Guest) -> str:
     t = _target_ssdt(g, "missing-ssdt")
-    rsdp, _ = reader.find_rsdp(g.mem)
-    assert rsdp is not None
-    _drop_entry(g, rsdp.rsdt_address, 4, t.address)
-    if rsdp.xsdt_address:
-        _drop_entry(g, rsdp.xsdt_address, 8, t.address)
+    acpi = g.acpi_tables
+    assert acpi is not None  # _target_ssdt found the table there
+    _drop_entry(g, acpi.rsdt, 4, t.address)
+    if acpi.xsdt:
+        _drop_entry(g, acpi.xsdt, 8, t.address)
     g.mem.write(t.address, bytes(t.length))
+    acpi.tables = [e for e in acpi.tables if e.address != t.address]
     return (f"SSDT {t.oem_table_id} at {t.address:#x} removed from the RSDT"
-            + ("/XSDT" if rsdp.xsdt_address else "") + " and its bytes zeroed")
+            + ("/XSDT" if acpi.xsdt else "") + " and its bytes zeroed")
 
 
 def vmcoreinfo_lost(g: Guest) -> str:
@@ -199,36 +201,30 @@ def vmcoreinfo_lost(g: Guest) -> str:
     return f"vmcoreinfo_note at {p.note_paddr:#x} and vmcoreinfo_data at {p.data_paddr:#x} zeroed"
 
 
-FAULTS: dict[str, Fault] = {
-    f.name: f
-    for f in (
-        Fault("no-device", "machine", "no vmcoreinfo device at all", no_device),
-        Fault("rfc-offset-36", "machine", "the later RFC layout: content at page + 36", rfc_offset_36),
-        Fault("nonzero-suppressor", "qemu-device", "non-zero bytes in the page's probe suppressor",
-              nonzero_suppressor),
-        Fault("suppressor-acpi-header", "qemu-device",
-              "suppressor bytes form an ACPI SDT header that passes OVMF's probe", suppressor_acpi_header),
-        Fault("wrong-note-name", "guest-kernel", "the kernel's note is not named VMCOREINFO",
-              wrong_note_name),
-        Fault("wrong-note-type", "guest-kernel", "the kernel's note has n_type 1", wrong_note_type),
-        Fault("stale-note", "guest-kernel", "a second, stale note left by a kdump kernel", stale_note),
-        Fault("unknown-version", "guest-driver", "RFC version 1 / upstream guest_format 2", unknown_version),
-        Fault("paddr-outside-ram", "guest-driver", "the registered note address is not RAM",
-              paddr_outside_ram),
-        Fault("size-oversize", "guest-driver", "registered size over 1 MiB", size_oversize),
-        Fault("size-undersize", "guest-driver", "registered size under 12 bytes", size_undersize),
-        Fault("truncated-note", "guest-driver", "registered size shorter than the note", truncated_note),
-        Fault("bad-acpi-checksum", "after-boot", "the SSDT's checksum does not verify", bad_acpi_checksum),
-        Fault("missing-ssdt", "after-boot", "the SSDT is not listed (and not in RAM)", missing_ssdt),
-        Fault("vmcoreinfo-lost", "after-boot", "the kernel's note and text pages zeroed", vmcoreinfo_lost),
-    )
+_ACTIONS: dict[str, Callable[[Guest], str]] = {
+    "no-device": no_device,
+    "rfc-offset-36": rfc_offset_36,
+    "nonzero-suppressor": nonzero_suppressor,
+    "suppressor-acpi-header": suppressor_acpi_header,
+    "wrong-note-name": wrong_note_name,
+    "wrong-note-type": wrong_note_type,
+    "stale-note": stale_note,
+    "unknown-version": unknown_version,
+    "paddr-outside-ram": paddr_outside_ram,
+    "size-oversize": size_oversize,
+    "size-undersize": size_undersize,
+    "truncated-note": truncated_note,
+    "bad-acpi-checksum": bad_acpi_checksum,
+    "missing-ssdt": missing_ssdt,
+    "vmcoreinfo-lost": vmcoreinfo_lost,
 }
+if set(_ACTIONS) != set(FAULT_SPECS):  # the vocabulary and the implementations must not drift
+    raise ImportError(f"faults without an action or a spec: {sorted(set(_ACTIONS) ^ set(FAULT_SPECS))}")
 
-
-def check(names: list[str] | tuple[str, ...]) -> None:
-    unknown = [n for n in names if n not in FAULTS]
-    if unknown:
-        raise UsageError(f"unknown fault {unknown[0]!r}; known: {', '.join(FAULTS)}")
+#: Every fault, in the order of :data:`vmci.producer.config.FAULT_SPECS`.
+FAULTS: dict[str, Fault] = {
+    name: Fault(spec.name, spec.stage, spec.description, _ACTIONS[name]) for name, spec in FAULT_SPECS.items()
+}
 
 
 def apply(g: Guest, stage: str) -> None:
@@ -238,4 +234,3 @@ def apply(g: Guest, stage: str) -> None:
         if fault.stage == stage:
             detail = fault.apply(g)
             g.faults.append({"name": name, "stage": stage, "detail": detail})
-

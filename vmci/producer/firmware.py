@@ -9,6 +9,11 @@ keeps blobs that failed the probe ("opaque") and frees the others (their bytes s
 
 WRITE_POINTER goes through a real fw_cfg DMA descriptor in guest RAM at ``scratch``.
 The log mimics OVMF's debug messages (see seed 000).
+
+What the firmware hands to the OS is recorded as :class:`PublishedAcpi`: the RSDP and the tables
+its RSDT/XSDT list, from where the firmware put each blob (SeaBIOS: QEMU's tables in place; OVMF:
+its own copies).  It is the producer's ACPI truth and the guest drivers' view of the tables;
+nothing of it is read back from guest RAM.
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ from typing import Any
 
 from vmci.core.memory import PAGE_SIZE, SparseMemory
 from vmci.errors import FormatError, UsageError, VmciError
-from vmci.firmware.acpi import ovmf_probe
 from vmci.layouts.acpi import (
+    FACS_SIZE,
     FADT_DSDT_OFFSET,
     FADT_FIRMWARE_CTRL_OFFSET,
     FADT_X_DSDT_OFFSET,
     FADT_X_END,
     FADT_X_FIRMWARE_CTRL_OFFSET,
     SDT_CHECKSUM_OFFSET,
+    SDT_HEADER_SIZE,
+    SdtHeader,
     checksum8,
+    id_text,
 )
 from vmci.layouts.table_loader import (
     CMD_ADD_CHECKSUM,
@@ -41,6 +49,8 @@ from vmci.layouts.table_loader import (
 )
 from vmci.producer.acpi_tables import (
     LOADER_FILE,
+    RSDP_FILE,
+    TABLES_FILE,
     AcpiBuild,
     build_acpi,
     build_rsdp,
@@ -69,6 +79,41 @@ class Allocation:
     freed: bool = False
 
 
+@dataclass(frozen=True)
+class PublishedTable:
+    """A table the OS finds listed in the root table: where the firmware put it."""
+
+    signature: str
+    oem_table_id: str  # trailing NULs dropped
+    address: int
+    length: int
+
+    @property
+    def key(self) -> str:
+        """``"SIG:OEM table id"`` (``"SIG"`` when the id is empty), as the truth names tables."""
+        return f"{self.signature}:{self.oem_table_id}".rstrip(":")
+
+
+@dataclass
+class PublishedAcpi:
+    """The ACPI tables as the firmware hands them to the OS: its RSDP, root tables and the
+    tables they list, in order (``xsdt`` is ``None`` for a revision-0 RSDP)."""
+
+    rsdp: int
+    revision: int
+    rsdt: int
+    xsdt: int | None
+    tables: list[PublishedTable] = field(default_factory=list)
+
+    def find(self, signature: str, oem_table_id: str) -> PublishedTable | None:
+        """The first listed table with ``signature`` and ``oem_table_id``."""
+        return next((t for t in self.tables if (t.signature, t.oem_table_id) == (signature, oem_table_id)),
+                    None)
+
+    def copy(self) -> PublishedAcpi:
+        return PublishedAcpi(self.rsdp, self.revision, self.rsdt, self.xsdt, list(self.tables))
+
+
 @dataclass
 class FirmwareResult:
     log: list[str]
@@ -77,6 +122,28 @@ class FirmwareResult:
     installed: list[tuple[str, int]] = field(default_factory=list)  # OVMF: (signature, address of copy)
     # OVMF's condensed WRITE_POINTERs saved for S3: (select, offset, size, value)
     write_pointers: list[tuple[int, int, int, int]] = field(default_factory=list)
+    # what the OS is handed; None when no RSDP was published (or SeaBIOS ran without the AcpiBuild)
+    acpi: PublishedAcpi | None = None
+
+
+def ovmf_table_size(data: bytes | bytearray | memoryview) -> int:
+    """OVMF's second-pass probe of an ADD_POINTER target (``Process2ndPassCmdAddPointer`` in
+    OvmfPkg's QemuFwCfgAcpi.c): the size of the FACS or ACPI table found at the start of ``data``
+    (the pointee blob's remaining bytes), or 0 when none is found and the blob is kept as opaque.
+
+    A FACS needs its 64 bytes, signature ``FACS`` and a length within 64..remaining; any other
+    table a 36-byte header whose length is within 36..remaining and whose bytes sum to 0.
+    """
+    remaining = len(data)
+    if remaining >= FACS_SIZE and bytes(data[:4]) == b"FACS":
+        length = int.from_bytes(bytes(data[4:8]), "little")
+        if FACS_SIZE <= length <= remaining:
+            return length
+    if remaining >= SDT_HEADER_SIZE:
+        length = int.from_bytes(bytes(data[4:8]), "little")
+        if SDT_HEADER_SIZE <= length <= remaining and checksum8(data[:length]) == 0:
+            return length
+    return 0
 
 
 def _hex(value: int) -> str:
@@ -102,10 +169,14 @@ class Firmware:
         flavor: str = SEABIOS,
         high_top: int | None = None,
         scratch: int = 0x7000,
+        acpi: AcpiBuild | None = None,
     ) -> None:
+        """``acpi`` is what QEMU built into the fw_cfg files: with it, a SeaBIOS run records
+        which tables the RSDT it loaded in place lists (OVMF records its own copies anyway)."""
         if flavor not in (SEABIOS, OVMF):
             raise UsageError(f"firmware flavor is {SEABIOS!r} or {OVMF!r}, not {flavor!r}")
         self.mem, self.fw_cfg, self.flavor, self.scratch = mem, fw_cfg, flavor, scratch
+        self.acpi = acpi
         top = _low_ram_top(mem)
         default_top = top if flavor == SEABIOS else max(top - 0x200000, PAGE_SIZE)
         self._high = high_top if high_top is not None else default_top
@@ -113,6 +184,7 @@ class Firmware:
         self.allocs: dict[str, Allocation] = {}
         self.log: list[str] = []
         self.write_pointers: list[tuple[int, int, int, int]] = []
+        self.installed: list[tuple[str, int]] = []
 
     # -- memory --------------------------------------------------------------------------------
 
@@ -219,9 +291,9 @@ class Firmware:
 
     # -- OVMF second pass ---------------------------------------------------------------------------
 
-    def _second_pass(self, commands: list[Any]) -> tuple[int | None, list[tuple[str, int]]]:
+    def _second_pass(self, commands: list[Any]) -> PublishedAcpi | None:
         seen: set[int] = set()
-        found: list[tuple[str, bytes]] = []
+        found: list[bytes] = []
         for cmd in commands:
             if cmd.command != CMD_ADD_POINTER:
                 continue
@@ -232,37 +304,40 @@ class Firmware:
             seen.add(target)
             remaining = src.address + src.size - target
             data = self.mem.read(target, remaining)
-            kind = ovmf_probe(data)
+            size = ovmf_table_size(data)
             head = (f'Process2ndPassCmdAddPointer: checking for ACPI header in "{src.name}" '
                     f"at {_hex(target)} (remaining: {_hex(remaining)}): ")
-            if kind is None:
+            if not size:
                 src.opaque = True
                 self.log.append(head + "not found; marking fw_cfg blob as opaque")
                 continue
             sig = data[:4].decode("latin-1")
-            length = int.from_bytes(data[4:8], "little")
-            self.log.append(head + f'found "{sig}" size {_hex(length)}')
+            self.log.append(head + f'found "{sig}" size {_hex(size)}')
             if sig not in ("RSDT", "XSDT"):
-                found.append((sig, bytes(data[:length])))
-        rsdp, installed = self._install(found)
-        self.log.append(f"InstallQemuFwCfgTables: installed {len(installed)} tables")
+                found.append(bytes(data[:size]))
+        published = self._install(found)
+        self.log.append(f"InstallQemuFwCfgTables: installed {len(self.installed)} tables")
         for alloc in self.allocs.values():
             if not alloc.opaque:
                 alloc.freed = True  # memory returns to the pool, bytes stay
                 self.log.append(f'InstallQemuFwCfgTables: freeing "{alloc.name}"')
-        return rsdp, installed
+        return published
 
-    def _install(self, tables: list[tuple[str, bytes]]) -> tuple[int | None, list[tuple[str, int]]]:
+    def _install(self, tables: list[bytes]) -> PublishedAcpi | None:
         """The ACPI table protocol: copy each table into its own pages, then publish RSDP rev 2."""
-        installed: list[tuple[str, int]] = []
         copies: dict[str, int] = {}
-        for sig, data in tables:
+        listed: list[PublishedTable] = []
+        for data in tables:
+            sig = data[:4].decode("latin-1")
             addr, _ = self._alloc_pages(len(data))
             self.mem.write(addr, data)
-            installed.append((sig, addr))
+            self.installed.append((sig, addr))
             copies.setdefault(sig, addr)
-        if not installed:
-            return None, installed
+            if sig not in ("FACS", "DSDT"):
+                oem_table_id = id_text(SdtHeader.parse(data[:SDT_HEADER_SIZE]).oem_table_id)
+                listed.append(PublishedTable(sig, oem_table_id, addr, len(data)))
+        if not self.installed:
+            return None
         fadt = copies.get("FACP")
         if fadt is not None:  # repoint the FADT at the installed FACS/DSDT copies
             length = int.from_bytes(self.mem.read(fadt + 4, 4), "little")
@@ -276,14 +351,26 @@ class Firmware:
             self.mem.write(fadt + SDT_CHECKSUM_OFFSET, b"\0")
             total = checksum8(self.mem.read(fadt, length))
             self.mem.write(fadt + SDT_CHECKSUM_OFFSET, bytes([(-total) & 0xFF]))
-        listed = [a for s, a in installed if s not in ("FACS", "DSDT")]
-        listed.sort(key=lambda a: a != fadt)  # the FADT comes first
+        listed.sort(key=lambda t: t.address != fadt)  # the FADT comes first
+        addresses = [t.address for t in listed]
         base, _ = self._alloc_pages(PAGE_SIZE)
         rsdt_addr, xsdt_addr = base + 0x40, base + 0x40 + ((36 + 4 * len(listed) + 15) & ~15)
-        self.mem.write(rsdt_addr, build_rsdt(listed))
-        self.mem.write(xsdt_addr, build_xsdt(listed))
+        self.mem.write(rsdt_addr, build_rsdt(addresses))
+        self.mem.write(xsdt_addr, build_xsdt(addresses))
         self.mem.write(base, build_rsdp(rsdt_addr, revision=2, xsdt_address=xsdt_addr))
-        return base, installed
+        return PublishedAcpi(base, 2, rsdt_addr, xsdt_addr, listed)
+
+    def _seabios_published(self) -> PublishedAcpi | None:
+        """SeaBIOS leaves QEMU's tables where it allocated them: the RSDP blob, and the RSDT (and
+        XSDT) inside ``etc/acpi/tables`` listing the tables at their offsets there."""
+        tables, rsdp = self.allocs.get(TABLES_FILE), self.allocs.get(RSDP_FILE)
+        if self.acpi is None or tables is None or rsdp is None:
+            return None
+        base, offsets = tables.address, self.acpi.offsets
+        listed = [PublishedTable(t.signature, t.oem_table_id, base + t.offset, t.length)
+                  for t in self.acpi.entries]
+        xsdt = base + offsets["XSDT"] if "XSDT" in offsets else None
+        return PublishedAcpi(rsdp.address, self.acpi.rsdp_revision, base + offsets["RSDT"], xsdt, listed)
 
     def s3_resume(self) -> None:
         """OVMF's S3 boot script: replay the condensed WRITE_POINTERs (QEMU zeroed the blobs on reset)."""
@@ -310,15 +397,16 @@ class Firmware:
                 self.log.append(f"InstallQemuFwCfgTables: unknown loader command: {cmd.command:#x}")
                 continue
             handler(cmd.body, i * ENTRY_SIZE)
-        installed: list[tuple[str, int]] = []
         if self.flavor == OVMF:
             usable = [c for c in commands if c.command != CMD_ADD_POINTER
                       or (c.body.dest_file in self.allocs and c.body.src_file in self.allocs)]
-            rsdp, installed = self._second_pass(usable)
+            published = self._second_pass(usable)
+            rsdp = published.rsdp if published else None
         else:
-            rsdp_alloc = self.allocs.get("etc/acpi/rsdp")
+            published = self._seabios_published()
+            rsdp_alloc = self.allocs.get(RSDP_FILE)
             rsdp = rsdp_alloc.address if rsdp_alloc else None
-        return FirmwareResult(self.log, self.allocs, rsdp, installed, self.write_pointers)
+        return FirmwareResult(self.log, self.allocs, rsdp, self.installed, self.write_pointers, published)
 
 
 def boot(
@@ -340,5 +428,5 @@ def boot(
     install_acpi(fw_cfg, build)
     for dev in devices:
         dev.add_fw_cfg(fw_cfg)
-    result = Firmware(mem, fw_cfg, flavor=flavor).run()
+    result = Firmware(mem, fw_cfg, flavor=flavor, acpi=build).run()
     return fw_cfg, build, result

@@ -1,6 +1,7 @@
 """QEMU's ``dump-guest-memory`` on top of the format writers, and kexec's ``/proc/vmcore``.
 
-What QEMU does (``/work/shared/reference/qemu.md`` §1.1, §2): per vCPU one ``CORE``/NT_PRSTATUS
+What QEMU does (``dump/dump.c``: ``write_elf64_notes``, ``get_note_sizes``/``dump_init``'s
+guest-note checks, ``create_kdump_vmcore``): per vCPU one ``CORE``/NT_PRSTATUS
 note, then per vCPU one ``QEMU`` note (``QEMUCPUState``), then the guest's note, appended only
 when the vmcoreinfo device holds data.  Only the *first* note at the registered address is
 copied (the kernel's trailing empty note is dropped), after checks on the registered size and

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def vmci(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vmci.cli", *args], capture_output=True, text=True, timeout=300
-    )
+from conftest import run_vmci as vmci
 
 
 def test_generate_then_analyze_with_the_saved_blob(tmp_path: Path) -> None:
