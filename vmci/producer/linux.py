@@ -91,6 +91,8 @@ DEFAULT_LINK: dict[str, int] = {
     "log_first_idx": 0xFFFFFFFF82A8E4D8,
     "clear_idx": 0xFFFFFFFF82A8E4DC,
     "log_next_idx": 0xFFFFFFFF82A8E4E0,
+    "log_end": 0xFFFFFFFF82A8E4E4,  # before 3.5
+    "logged_chars": 0xFFFFFFFF82A8E4E8,  # before 3.5
     "node_online_map": 0xFFFFFFFF82B3A0A8,
     "vmap_area_list": 0xFFFFFFFF82B8C2B0,
     "mem_section": 0xFFFFFFFF82F1B3C0,  # the variable (an array symbol before 4.15)
@@ -154,6 +156,12 @@ DEFAULT_VALUES: dict[str, int] = {
     "OFFSET(printk_log.len)": 8,
     "OFFSET(printk_log.text_len)": 10,
     "OFFSET(printk_log.dict_len)": 12,
+    # printk, 3.5-3.10 (the struct was named "log")
+    "SIZE(log)": 16,
+    "OFFSET(log.ts_nsec)": 0,
+    "OFFSET(log.len)": 8,
+    "OFFSET(log.text_len)": 10,
+    "OFFSET(log.dict_len)": 12,
     # printk, 5.10+
     "SIZE(printk_ringbuffer)": 80,
     "OFFSET(printk_ringbuffer.desc_ring)": 0,
@@ -409,14 +417,22 @@ def _page_numbers(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
 def _printk(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
     """``log_buf_vmcoreinfo_setup()``."""
     p = L.profile
+    if not p.since(3, 5):  # log_buf_kexec_setup(): the plain character ring
+        for name in ("log_buf", "log_end", "log_buf_len", "logged_chars"):
+            b.symbol(name, L.runtime(name))
+        return
     if not p.since(5, 10):
         names = ["log_buf", "log_buf_len", "log_first_idx", *(["clear_idx"] if p.since(4, 19) else []),
                  "log_next_idx"]
         for name in names:
             b.symbol(name, L.runtime(name))
-        b.keyed("SIZE(printk_log)", L.value("SIZE(printk_log)"))
-        for f in ("ts_nsec", "len", "text_len", "dict_len"):
-            b.keyed(f"OFFSET(printk_log.{f})", L.value(f"OFFSET(printk_log.{f})"))
+        struct = "printk_log" if p.since(3, 11) else "log"  # "printk: rename struct log to struct printk_log"
+        b.keyed(f"SIZE({struct})", L.value(f"SIZE({struct})"))
+        fields = ["ts_nsec", "len", "text_len", "dict_len"]
+        if f"OFFSET({struct}.caller_id)" in L.values:  # CONFIG_PRINTK_CALLER (5.1+), opt-in
+            fields.append("caller_id")
+        for f in fields:
+            b.keyed(f"OFFSET({struct}.{f})", L.value(f"OFFSET({struct}.{f})"))
         return
     for name in ("prb", "printk_rb_static", "clear_seq"):
         b.symbol(name, L.runtime(name))
