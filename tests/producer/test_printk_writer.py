@@ -105,7 +105,8 @@ def test_bad_arguments() -> None:
         pw.write_printk_log(mem, layout, [], alloc=alloc, faults=["nonsense"])
     with pytest.raises(UsageError, match="out of range"):
         pw.write_printk_log(mem, layout, [], alloc=alloc, ring_bits=40)
-    assert set(pw.FAULTS) == {"half-written", "reused-descriptor", "corrupt-id", "corrupt-len", "truncated"}
+    assert set(pw.FAULTS) == {"half-written", "stuck-writer", "reused-descriptor", "corrupt-id",
+                              "corrupt-len", "truncated"}
 
 
 def test_boot_and_panic_logs() -> None:

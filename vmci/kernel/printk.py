@@ -48,11 +48,20 @@ Output format (``format_dmesg``), as makedumpfile's ``--dump-dmesg`` writes it
 * records without text data (both data-less kinds) are not written at all;
 * the plain buffer (before 3.5) is written as its raw bytes, oldest first, without escapes.
 
-makedumpfile differs from this reader only on damaged rings (it prints records whose data
-block belongs to another descriptor, it has no cycle check in the lockless walk) and on
-blocks that end exactly at the end of the data ring, which Linux writes since the 2025
-change "printk_ringbuffer: don't needlessly wrap data blocks around" and which makedumpfile
-(taking ``begin > next`` as "wrapped") reads from the wrong place.
+``since_clear`` is makedumpfile's ``--partial-dmesg``: records from ``clear_seq`` on (read as a
+``latched_seq`` when ``SIZE(latched_seq)`` exists), from ``clear_idx`` (structured), or the last
+``logged_chars`` bytes (plain, which makedumpfile does not do).  This reader keeps the records
+whose ``seq`` is not older than ``clear_seq``.  makedumpfile instead starts its walk at id
+``head_id - head_id % count + clear_seq % count``, which is right only while ``clear_seq`` lies in
+the head's current pass over the descriptor array: for an older ``clear_seq`` it drops records,
+or starts past the head and walks the whole 2^62 id space (it hangs).
+
+makedumpfile differs from this reader only on damaged rings -- it prints records whose data
+block belongs to another descriptor, follows an unmasked or corrupt ``head_id`` without end,
+and has no cycle check in the lockless walk -- and on blocks that end exactly at the end of the
+data array, which Linux writes since the 2025 change "printk_ringbuffer: don't needlessly wrap
+data blocks around" and which makedumpfile (taking ``begin > next`` as "wrapped") reads from
+the start of the array instead.
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-from vmci.errors import MemoryReadError, NotFoundError, UsageError
+from vmci.errors import NotFoundError, UsageError, VmciError
 from vmci.layouts.printk import (
     CALLER_CPU,
     DESC_COMMITTED,
@@ -98,6 +107,9 @@ __all__ = (
 #: descriptor per 32 bytes.  Walks are capped further by ``max_descriptors``.
 MAX_SIZE_BITS = 31
 MAX_COUNT_BITS = MAX_SIZE_BITS - 5
+#: The plain buffer is read whole: beyond 256 MiB (old kernels defaulted to at most 2 MiB) its
+#: ``log_buf_len`` is taken as damaged.
+MAX_PLAIN_BITS = 28
 DEFAULT_MAX_DESCRIPTORS = 1 << 22
 _PAGE = 4096
 _CHUNK = 1 << 20
@@ -223,6 +235,9 @@ class PrintkLog:
     """Address of the ring read: the ``printk_ringbuffer`` (lockless) or the ``log_buf`` data."""
     static_ring: bool = False
     """Lockless: the ring read is ``printk_rb_static`` (the boot ring)."""
+    failed: int | None = None
+    """Lockless: the ring's ``fail`` counter, messages the kernel could not store at all (no
+    descriptor was free: a writer stuck in the middle of a record blocks the ring)."""
 
     @property
     def complete(self) -> bool:
@@ -245,10 +260,12 @@ class _Warnings:
 
 
 @dataclass(frozen=True)
-class _Options:
-    since_clear: bool
-    ring: str
-    max_descriptors: int
+class ReadOptions:
+    """The options of :func:`get_printk_records`, as a variant's ``read`` receives them."""
+
+    since_clear: bool = False
+    ring: str = "active"
+    max_descriptors: int = DEFAULT_MAX_DESCRIPTORS
 
 
 @dataclass(frozen=True)
@@ -258,7 +275,7 @@ class LogVariant:
     name: str
     description: str
     applies: Callable[[KernelReader], bool]
-    read: Callable[[KernelReader, _Options], PrintkLog]
+    read: Callable[[KernelReader, ReadOptions], PrintkLog]
 
 
 # -- memory helpers ---------------------------------------------------------------------------
@@ -278,10 +295,13 @@ def _lookup(kmem: KernelReader) -> Lookup:
 
 class _Region:
     """``size`` bytes of kernel memory at ``base``, read lazily in 1 MiB chunks; pages the dump
-    cannot provide read as None, so one missing page loses only what lies in it."""
+    cannot provide read as None, so one missing page loses only what lies in it.  (Any
+    :class:`~vmci.errors.VmciError` of a read counts as "not in the dump": the addresses come
+    from guest memory and may be anything.)"""
 
     def __init__(self, kmem: KernelReader, base: int, size: int) -> None:
-        self.kmem, self.base, self.size = kmem, base, size
+        self.kmem, self.base = kmem, base
+        self.size = max(0, min(size, (1 << 64) - base))  # nothing past the top of the address space
         self._pages: dict[int, bytes | None] = {}
 
     def _load(self, page: int) -> None:
@@ -289,7 +309,7 @@ class _Region:
         end = min((page * _PAGE // _CHUNK + 1) * _CHUNK, self.base + self.size)
         try:
             blob = self.kmem.read(start, end - start)
-        except MemoryReadError:
+        except VmciError:
             blob = None
         va = start
         while va < end:
@@ -299,7 +319,7 @@ class _Region:
             else:
                 try:
                     self._pages[va // _PAGE] = self.kmem.read(va, nxt - va)
-                except MemoryReadError:
+                except VmciError:
                     self._pages[va // _PAGE] = None
             va = nxt
 
@@ -321,6 +341,15 @@ class _Region:
             hi = min(va + n, page * _PAGE + _PAGE) - pstart
             parts.append(data[lo:hi])
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readable(self, off: int, n: int) -> bytes:
+        """The bytes of ``[off, off + n)`` the dump holds, missing pages left out."""
+        out, end = [], min(off + n, self.size)
+        while off < end:
+            step = min(_PAGE - (self.base + off) % _PAGE, end - off)
+            out.append(self.get(off, step) or b"")
+            off += step
+        return b"".join(out)
 
 
 def _int(buf: bytes, off: int, n: int, byteorder: str) -> int:
@@ -353,22 +382,29 @@ def _caller(cid: int | None) -> tuple[int | None, int | None]:
 # -- lockless ring (5.10+) --------------------------------------------------------------------
 
 
-def _read_ring(kmem: KernelReader, L: LocklessLayout, addr: int, opts: _Options,
-               warn: _Warnings) -> tuple[list[PrintkRecord], int]:
-    """Walk one ``printk_ringbuffer`` at ``addr``: (records, reusable descriptors)."""
+class _Ring(NamedTuple):
+    records: list[PrintkRecord]
+    reusable: int = 0
+    failed: int | None = None
+
+
+def _read_ring(kmem: KernelReader, L: LocklessLayout, addr: int, opts: ReadOptions,
+               warn: _Warnings) -> _Ring:
+    """Walk one ``printk_ringbuffer`` at ``addr``."""
     w, bo = L.word, L.byteorder
     try:
         rb = kmem.read(addr, L.ring_size)
-    except MemoryReadError:
+    except VmciError:
         warn("unreadable", f"the printk_ringbuffer at {addr:#x} is not in the dump")
-        return [], 0
+        return _Ring([])
+    failed = None if L.fail is None else _int(rb, L.fail + L.counter, w, bo)
     dr, tr = L.desc_ring, L.text_data_ring
     count_bits = _int(rb, dr + L.count_bits, 4, bo)
     size_bits = _int(rb, tr + L.size_bits, 4, bo)
     if not 1 <= size_bits <= MAX_SIZE_BITS or not 0 <= count_bits <= MAX_COUNT_BITS:
         warn("bad-ring", f"impossible ring geometry: {1 << min(count_bits, 64)} descriptors, "
                          f"2^{size_bits} text bytes")
-        return [], 0
+        return _Ring([], 0, failed)
     if count_bits > size_bits:
         warn("bad-ring", f"2^{count_bits} descriptors for 2^{size_bits} text bytes; "
                          f"reading 2^{size_bits} of them")
@@ -448,7 +484,7 @@ def _read_ring(kmem: KernelReader, L: LocklessLayout, addr: int, opts: _Options,
                 device = _cstr(info[L.dev_info + L.device:L.dev_info + L.device + L.device_len])
         records.append(PrintkRecord(seq, _int(info, L.ts_nsec, 8, bo), text, level, facility, flags,
                                     tid, cpu, subsystem, device, dataless))
-    return records, reusable
+    return _Ring(records, reusable, failed)
 
 
 def _block_text(t_region: _Region, begin: int, nxt: int, did: int, text_len: int, w: int, bo: str,
@@ -500,12 +536,12 @@ def _clear_seq(kmem: KernelReader, L: LocklessLayout, warn: _Warnings) -> int | 
             return _int(kmem.read(addr, 8), 0, 8, L.byteorder)
         latch = _int(kmem.read(addr, 4), 0, 4, L.byteorder)
         return _int(kmem.read(addr + L.latched_val + 8 * (latch & 1), 8), 0, 8, L.byteorder)
-    except MemoryReadError:
+    except VmciError:
         warn("unreadable", f"clear_seq at {addr:#x} is not in the dump; printing the whole log")
         return None
 
 
-def _read_lockless(kmem: KernelReader, opts: _Options) -> PrintkLog:
+def _read_lockless(kmem: KernelReader, opts: ReadOptions) -> PrintkLog:
     L = LocklessLayout.from_lookup(_lookup(kmem), word=kmem.pointer_size, byteorder=kmem.byteorder)
     warn = _Warnings()
     static = kmem.symbol("printk_rb_static")
@@ -514,7 +550,7 @@ def _read_lockless(kmem: KernelReader, opts: _Options) -> PrintkLog:
     if prb is not None:
         try:
             active = _int(kmem.read(prb, L.word), 0, L.word, L.byteorder)
-        except MemoryReadError:
+        except VmciError:
             warn("unreadable", f"the prb pointer at {prb:#x} is not in the dump")
     if opts.ring == "static" or (active is None and static is not None):
         if static is None:
@@ -522,9 +558,10 @@ def _read_lockless(kmem: KernelReader, opts: _Options) -> PrintkLog:
         active = static
     if active is None:
         return PrintkLog("lockless", (), warn.freeze())
-    records, reusable = _read_ring(kmem, L, active, opts, warn)
+    ring = _read_ring(kmem, L, active, opts, warn)
+    records = ring.records
     if opts.ring == "both" and static is not None and static != active:
-        early, _ = _read_ring(kmem, L, static, opts, warn)
+        early = _read_ring(kmem, L, static, opts, warn).records
         first = min((r.seq for r in records if r.seq is not None), default=None)
         records = [r for r in early if first is None or (r.seq is not None and r.seq < first)] + records
     clear = None
@@ -532,8 +569,8 @@ def _read_lockless(kmem: KernelReader, opts: _Options) -> PrintkLog:
         clear = _clear_seq(kmem, L, warn)
         if clear is not None:
             records = [r for r in records if r.seq is not None and r.seq >= clear]
-    return PrintkLog("lockless", tuple(records), warn.freeze(), reusable,
-                     opts.since_clear and clear is not None, clear, active, active == static)
+    return PrintkLog("lockless", tuple(records), warn.freeze(), ring.reusable,
+                     opts.since_clear and clear is not None, clear, active, active == static, ring.failed)
 
 
 # -- structured log_buf (3.5-5.9) ---------------------------------------------------------------
@@ -554,7 +591,7 @@ def _u(kmem: KernelReader, addr: int, n: int) -> int:
     return _int(kmem.read(addr, n), 0, n, kmem.byteorder)
 
 
-def _read_structured(kmem: KernelReader, opts: _Options) -> PrintkLog:
+def _read_structured(kmem: KernelReader, opts: ReadOptions) -> PrintkLog:
     L = StructuredLayout.from_lookup(_lookup(kmem), word=kmem.pointer_size, byteorder=kmem.byteorder)
     warn = _Warnings()
     bo, w = L.byteorder, L.word
@@ -572,7 +609,7 @@ def _read_structured(kmem: KernelReader, opts: _Options) -> PrintkLog:
         buf_len = _u(kmem, syms["log_buf_len"] or 0, 4)
         first = _u(kmem, first_sym or 0, 4)
         next_idx = _u(kmem, syms["log_next_idx"] or 0, 4)
-    except MemoryReadError as e:
+    except VmciError as e:
         warn("unreadable", f"a log_buf variable is not in the dump ({e})")
         return PrintkLog("structured", (), warn.freeze(), since_clear=since_clear)
     if not L.size <= buf_len <= 1 << MAX_SIZE_BITS:
@@ -651,7 +688,7 @@ def _plain_records(text: bytes) -> list[PrintkRecord]:
     return out
 
 
-def _read_plain(kmem: KernelReader, opts: _Options) -> PrintkLog:
+def _read_plain(kmem: KernelReader, opts: ReadOptions) -> PrintkLog:
     warn = _Warnings()
     try:
         log_buf = _u(kmem, kmem.symbol("log_buf") or 0, kmem.pointer_size)
@@ -661,11 +698,11 @@ def _read_plain(kmem: KernelReader, opts: _Options) -> PrintkLog:
         buf_len = _u(kmem, kmem.symbol("log_buf_len") or 0, 4)
         chars_sym = kmem.symbol("logged_chars")
         logged = _u(kmem, chars_sym, 4) if opts.since_clear and chars_sym is not None else None
-    except MemoryReadError as e:
+    except VmciError as e:
         warn("unreadable", f"a log_buf variable is not in the dump ({e})")
         return PrintkLog("plain", (), warn.freeze())
-    if not 0 < buf_len <= 1 << MAX_SIZE_BITS or buf_len & (buf_len - 1):
-        warn("bad-ring", f"log_buf_len {buf_len} is not a power of two")
+    if not 0 < buf_len <= 1 << MAX_PLAIN_BITS or buf_len & (buf_len - 1):
+        warn("bad-ring", f"log_buf_len {buf_len} is not a power of two up to 2^{MAX_PLAIN_BITS}")
         return PrintkLog("plain", (), warn.freeze(), ring=log_buf)
     region = _Region(kmem, log_buf, buf_len)
     if log_end < buf_len:
@@ -678,8 +715,7 @@ def _read_plain(kmem: KernelReader, opts: _Options) -> PrintkLog:
         chunk = region.get(off, n)
         if chunk is None:  # keep what the dump holds, page by page
             warn("unreadable", f"part of log_buf+{off:#x}..+{off + n:#x} is not in the dump")
-            chunk = b"".join(region.get(p, min(_PAGE - p % _PAGE, off + n - p)) or b""
-                             for p in _page_starts(off, n))
+            chunk = region.readable(off, n)
         parts.append(chunk)
     text = b"".join(parts)
     if opts.since_clear:
@@ -689,14 +725,6 @@ def _read_plain(kmem: KernelReader, opts: _Options) -> PrintkLog:
             text = text[len(text) - min(logged, len(text)):]
     return PrintkLog("plain", tuple(_plain_records(text)), warn.freeze(),
                      since_clear=opts.since_clear and logged is not None, ring=log_buf)
-
-
-def _page_starts(off: int, n: int) -> list[int]:
-    out, p = [], off
-    while p < off + n:
-        out.append(p)
-        p = (p // _PAGE + 1) * _PAGE
-    return out
 
 
 # -- the registry -------------------------------------------------------------------------------
@@ -742,7 +770,7 @@ def get_printk_records(kmem: KernelReader, *, since_clear: bool = False, ring: s
         raise UsageError(f"ring is active, static or both, not {ring!r}")
     if max_descriptors < 1:
         raise UsageError("max_descriptors must be positive")
-    return variant_for(kmem).read(kmem, _Options(since_clear, ring, max_descriptors))
+    return variant_for(kmem).read(kmem, ReadOptions(since_clear, ring, max_descriptors))
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -805,8 +833,9 @@ def format_dmesg(log: PrintkLog | Iterable[PrintkRecord], *, caller: bool = Fals
 
     ``style="vmcore-dmesg"`` writes what kexec-tools' ``vmcore-dmesg`` (2.0.25) does instead: no
     indentation after a newline in the text, ``\\xNN`` escapes of the unsigned byte, and a bare
-    timestamp line for a data-less record.  (It also prints a ``[    0.000000] `` line for the
-    structured buffer's wrap marker, which this does not imitate.)
+    timestamp line for an empty (data-less) record.  (It also prints a bare line for a record
+    whose text was lost, ``FAILED_LPOS``, which is a counted warning here rather than a record,
+    and a ``[    0.000000] `` line for the structured buffer's wrap marker; neither is imitated.)
     """
     if style not in _ESCAPE:
         raise UsageError(f"style is one of {', '.join(STYLES)}, not {style!r}")

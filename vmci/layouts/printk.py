@@ -29,7 +29,7 @@ Facts that the VMCOREINFO does *not* carry are constants here, each with its sou
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmci.errors import FormatError
 
@@ -172,6 +172,8 @@ class LocklessLayout:
     desc_ring: int
     text_data_ring: int
     fail: int | None
+    """``atomic_long_t fail``: reservations that failed outright; None when the VMCOREINFO's
+    offsets put it inside the rings (as no real build does)."""
     count_bits: int
     descs: int
     infos: int
@@ -245,6 +247,13 @@ class LocklessLayout:
             raise FormatError(f"the VMCOREINFO lacks {', '.join(k.missing)} for the lockless "
                               "printk ring buffer", field=k.missing[0])
         layout._validate()
+        # "fail" is only informative: drop it when it overlaps the two rings it should follow
+        rings = [(layout.desc_ring, k.opt("SIZE", "prb_desc_ring") or 0),
+                 (layout.text_data_ring, k.opt("SIZE", "prb_data_ring") or 0)]
+        f = layout.fail
+        if f is not None and (f + word > layout.ring_size
+                              or any(o < f + word and f < o + n for o, n in rings)):
+            layout = replace(layout, fail=None)
         return layout
 
     def _validate(self) -> None:

@@ -77,6 +77,10 @@ FAULTS: dict[str, str] = {
                     "reserved state, half its text written (lockless; reader: 'reserved')",
     "reused-descriptor": "a record's descriptor in mid-ring was recycled by a racing writer: "
                          "it holds the id one wrap ahead, reserved (lockless; reader: 'id-mismatch')",
+    "stuck-writer": "a CPU stopped in the middle of a record (an NMI, a panic elsewhere) while the "
+                    "others kept logging: once the data ring comes round to it, new records lose "
+                    "their text (FAILED_LPOS; reader: 'data-lost'), once the descriptor ring does, "
+                    "they are dropped (the ring's fail counter); the stuck one is 'reserved' (lockless)",
     "corrupt-id": "the id word of a record's data block is damaged (lockless; makedumpfile still "
                   "prints the record, a careful reader drops it: 'data-id-mismatch')",
     "corrupt-len": "a record header's len is damaged so that the chain loops back "
@@ -86,7 +90,7 @@ FAULTS: dict[str, str] = {
 }
 
 _VARIANT_FAULTS = {
-    "lockless": {"half-written", "reused-descriptor", "corrupt-id", "truncated"},
+    "lockless": {"half-written", "stuck-writer", "reused-descriptor", "corrupt-id", "truncated"},
     "structured": {"corrupt-len", "truncated"},
     "plain": {"truncated"},
 }
@@ -216,6 +220,8 @@ class PrintkTruth:
     """Where things are: ``ring``/``static_ring``/``descs``/``infos``/``data`` or ``log_buf``."""
     reusable: int = 0
     """Lockless: descriptors between tail and head that are reusable (their text overwritten)."""
+    failed: int = 0
+    """Lockless: messages the ring refused outright (its ``fail`` counter)."""
     vmcoreinfo_lines: list[str] = field(default_factory=list)
     """The printk lines of the VMCOREINFO for this target."""
     spans: list[tuple[int, int, int]] = field(default_factory=list)
@@ -478,6 +484,7 @@ def _write_lockless(mem: SparseMemory, t: PrintkTarget, records: Sequence[LogRec
     static = _Lockless(L, ring_bits - PRB_AVGBITS, ring_bits, t.perfect_fit_wraps)
     rings, active = [static], static
     clear_seq: int | None = None
+    stuck_at = len(records) // 3 if "stuck-writer" in faults else None
     for n, rec in enumerate(records):
         if dynamic_bits is not None and n == dynamic_after:
             dyn = _Lockless(L, dynamic_bits - PRB_AVGBITS, dynamic_bits, t.perfect_fit_wraps)
@@ -491,11 +498,12 @@ def _write_lockless(mem: SparseMemory, t: PrintkTarget, records: Sequence[LogRec
             active = dyn
         if clear_after == n:
             clear_seq = active.next_seq()  # dmesg -C: clear_seq = prb_next_seq()
-        if "half-written" in faults and n == len(records) - 1:
+        if n == stuck_at or ("half-written" in faults and n == len(records) - 1):
             half = active.reserve(rec, rec.text[: len(rec.text) // 2])  # the panic came mid-write
             if half is not None:
                 active.text_len[half % active.count] = 0
-                truth.damaged["half-written"] = 1
+                name = "stuck-writer" if n == stuck_at else "half-written"
+                truth.damaged[name] = truth.damaged.get(name, 0) + 1
             continue
         done = active.reserve(rec, rec.text)
         if done is not None:
@@ -558,7 +566,9 @@ def _write_lockless(mem: SparseMemory, t: PrintkTarget, records: Sequence[LogRec
             if ring is active and did in damaged:
                 continue
             begin = ring.desc[slot][2]
-            if begin == FAILED_LPOS:
+            if begin == FAILED_LPOS:  # only a stuck writer makes data_alloc() fail here
+                if ring is active:
+                    truth.damaged["stuck-writer"] = truth.damaged.get("stuck-writer", 0) + 1
                 continue
             blk = ring.block_of(did)
             if ring is active and blk is not None and lost_pages:
@@ -574,7 +584,8 @@ def _write_lockless(mem: SparseMemory, t: PrintkTarget, records: Sequence[LogRec
             truth.records = out
         if ring is static:
             truth.static_records = out
-    truth.overwritten = len(records) - len(truth.records) - sum(truth.damaged.values())
+    truth.failed = active.fail
+    truth.overwritten = len(records) - len(truth.records) - sum(truth.damaged.values()) - truth.failed
     truth.clear_seq = clear_seq
     if clear_seq is not None:
         truth.since_clear = [r for r in truth.records if r.seq is not None and r.seq >= clear_seq]
