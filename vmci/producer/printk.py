@@ -22,8 +22,9 @@ publishes:
 The truth (:class:`PrintkTruth`) is the producer's own bookkeeping: which records it wrote,
 which it overwrote, which a fault destroyed -- never what a reader reads back.
 
-Faults (:data:`FAULTS`) damage the log after it is written; each says what a careful reader
-must report.
+Faults (:data:`FAULTS`) damage the log while it is written (a writer stopped mid-record) or
+after (a damaged id or len, pages missing from the dump); each says what a careful reader must
+report, and the truth counts the records each one cost.
 """
 
 from __future__ import annotations
