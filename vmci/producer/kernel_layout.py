@@ -81,6 +81,8 @@ DEFAULT_LINK: dict[str, int] = {
     "log_first_idx": 0xFFFFFFFF82A8E4D8,
     "clear_idx": 0xFFFFFFFF82A8E4DC,
     "log_next_idx": 0xFFFFFFFF82A8E4E0,
+    "log_end": 0xFFFFFFFF82A8E4E4,  # before 3.5
+    "logged_chars": 0xFFFFFFFF82A8E4E8,  # before 3.5
     "node_online_map": 0xFFFFFFFF82B3A0A8,
     "vmap_area_list": 0xFFFFFFFF82B8C2B0,
     "mem_section": 0xFFFFFFFF82F1B3C0,  # the variable (an array symbol before 4.15)
@@ -144,6 +146,12 @@ DEFAULT_VALUES: dict[str, int] = {
     "OFFSET(printk_log.len)": 8,
     "OFFSET(printk_log.text_len)": 10,
     "OFFSET(printk_log.dict_len)": 12,
+    # printk, 3.5-3.10 (the struct was named "log")
+    "SIZE(log)": 16,
+    "OFFSET(log.ts_nsec)": 0,
+    "OFFSET(log.len)": 8,
+    "OFFSET(log.text_len)": 10,
+    "OFFSET(log.dict_len)": 12,
     # printk, 5.10+
     "SIZE(printk_ringbuffer)": 80,
     "OFFSET(printk_ringbuffer.desc_ring)": 0,

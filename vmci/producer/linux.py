@@ -158,14 +158,22 @@ def _page_numbers(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
 def _printk(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
     """``log_buf_vmcoreinfo_setup()``."""
     p = L.profile
+    if not p.since(3, 5):  # log_buf_kexec_setup(): the plain character ring
+        for name in ("log_buf", "log_end", "log_buf_len", "logged_chars"):
+            b.symbol(name, L.runtime(name))
+        return
     if not p.since(5, 10):
         names = ["log_buf", "log_buf_len", "log_first_idx", *(["clear_idx"] if p.since(4, 19) else []),
                  "log_next_idx"]
         for name in names:
             b.symbol(name, L.runtime(name))
-        b.keyed("SIZE(printk_log)", L.value("SIZE(printk_log)"))
-        for f in ("ts_nsec", "len", "text_len", "dict_len"):
-            b.keyed(f"OFFSET(printk_log.{f})", L.value(f"OFFSET(printk_log.{f})"))
+        struct = "printk_log" if p.since(3, 11) else "log"  # "printk: rename struct log to struct printk_log"
+        b.keyed(f"SIZE({struct})", L.value(f"SIZE({struct})"))
+        fields = ["ts_nsec", "len", "text_len", "dict_len"]
+        if f"OFFSET({struct}.caller_id)" in L.values:  # CONFIG_PRINTK_CALLER (5.1+), opt-in
+            fields.append("caller_id")
+        for f in fields:
+            b.keyed(f"OFFSET({struct}.{f})", L.value(f"OFFSET({struct}.{f})"))
         return
     for name in ("prb", "printk_rb_static", "clear_seq"):
         b.symbol(name, L.runtime(name))
