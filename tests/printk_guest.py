@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from vmci.arch.x86_64.paging import DEFAULT_TEXT, START_KERNEL_MAP, KernelVirtualMemory
+from vmci.arch.x86_64.consts import DEFAULT_TEXT, START_KERNEL_MAP
+from vmci.arch.x86_64.paging import page_tables
 from vmci.core.memory import PAGE_SIZE, PhysicalMemory, Range, SparseMemory
 from vmci.errors import MemoryReadError, UsageError
 from vmci.kernel.vmcoreinfo import VmcoreInfo
+from vmci.kernel.vmem import KernelMemory
 from vmci.producer import printk as pw
 from vmci.producer.linux import KernelLayout, KernelProfile, PlacedVmcoreinfo, place_vmcoreinfo, profile
 from vmci.producer.pagetables import KernelTables, build_kernel_page_tables
@@ -112,7 +114,7 @@ class Guest:
         # before 4.10 only the variable's address is published: take phys_base as makedumpfile
         # does, from the kernel-text PT_LOAD (which the producer's tables describe)
         phys_base = self.tables.phys_base if pb.legacy_symbol else pb.value
-        kvm = KernelVirtualMemory(mem, root_sym - START_KERNEL_MAP + phys_base)
+        kvm = KernelMemory(mem, page_tables(root_sym - START_KERNEL_MAP + phys_base))
         return VmcoreinfoKernel(mem, info, kvm.translate)
 
     def write_kexec_elf(self, path: Path) -> Path:
@@ -274,7 +276,7 @@ class FlatGuest:
 
     def write_elf(self, path: Path, machine: int) -> Path:
         """A kexec-style ELF of the matching class and byte order (vmcore-dmesg reads it)."""
-        from vmci.formats.elf.reader import write_elf
+        from vmci.formats.elf import write_elf
         from vmci.formats.notes import encode_notes
 
         notes = encode_notes([("VMCOREINFO", 0, self.text)], self.target.byteorder)

@@ -13,14 +13,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from printk_guest import VmcoreinfoKernel, need
+from printk_guest import need
 
-from vmci.arch.x86_64.paging import START_KERNEL_MAP, KernelVirtualMemory
+from vmci.arch.x86_64.consts import START_KERNEL_MAP
 from vmci.formats import open_dump
-from vmci.formats.elf.reader import write_elf
+from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
 from vmci.kernel.printk import PrintkLog, format_dmesg, get_printk_records
 from vmci.kernel.vmcoreinfo import VmcoreInfo, build_note
+from vmci.kernel.vmem import KernelMemory
 
 pytestmark = pytest.mark.realworld
 
@@ -33,8 +34,7 @@ def _read(guest: object, tmp_path: Path | None = None) -> tuple[PrintkLog, Path 
     root = info.symbol("init_top_pgt")
     assert pb is not None and root is not None and info.kerneloffset is not None
     with open_dump(guest["elf"]) as d:  # type: ignore[index]
-        kvm = KernelVirtualMemory(d.memory, root - START_KERNEL_MAP + pb.value)
-        log = get_printk_records(VmcoreinfoKernel(d.memory, info, kvm.translate))
+        log = get_printk_records(KernelMemory.from_dump(d, info))  # the real virtual-read seam
         vmcore = None
         if tmp_path is not None:
             vmcore = tmp_path / "vmcore"
