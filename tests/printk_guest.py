@@ -19,14 +19,14 @@ import pytest
 
 from vmci.arch.x86_64.consts import DEFAULT_TEXT, START_KERNEL_MAP
 from vmci.arch.x86_64.paging import page_tables
-from vmci.core.memory import PAGE_SIZE, PhysicalMemory, Range, SparseMemory
+from vmci.core.memory import PAGE_SIZE, PhysicalMemory, Range, RestrictedMemory, SparseMemory, subtract
 from vmci.errors import MemoryReadError, UsageError
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.kernel.vmem import KernelMemory
 from vmci.producer import printk as pw
 from vmci.producer.linux import KernelLayout, KernelProfile, PlacedVmcoreinfo, place_vmcoreinfo, profile
 from vmci.producer.pagetables import KernelTables, build_kernel_page_tables
-from vmci.producer.qemu_dump import RestrictedMemory, kexec_notes, subtract, write_kexec_vmcore
+from vmci.producer.qemu_dump import kexec_notes, write_kexec_vmcore
 
 RAM = 64 << 20
 IMAGE = 0x2000000  # the "full" image: real link addresses

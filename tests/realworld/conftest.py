@@ -144,3 +144,4 @@ def kdump_capture(
 ) -> Iterator[RealGuest]:
     """A guest that panics into a kdump capture kernel (kexec -p), dumped while that kernel runs."""
     yield from _boot("kdump_capture", kernel_files, realworld_root, initramfs_dir)
+

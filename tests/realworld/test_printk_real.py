@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 from printk_guest import need
+from realworld_helpers import kexec_rewrite
 
-from vmci.arch.x86_64.consts import START_KERNEL_MAP
 from vmci.formats import open_dump
-from vmci.formats.elf import write_elf
-from vmci.formats.notes import encode_notes
 from vmci.kernel.printk import PrintkLog, format_dmesg, get_printk_records
-from vmci.kernel.vmcoreinfo import VmcoreInfo, build_note
+from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.kernel.vmem import KernelMemory
 
 pytestmark = pytest.mark.realworld
@@ -30,19 +28,9 @@ SCENARIOS = ["with_device", "nokaslr", "ovmf"]
 
 def _read(guest: object, tmp_path: Path | None = None) -> tuple[PrintkLog, Path | None]:
     info = VmcoreInfo.parse(guest.note_desc)  # type: ignore[attr-defined]
-    pb = info.phys_base
-    root = info.symbol("init_top_pgt")
-    assert pb is not None and root is not None and info.kerneloffset is not None
     with open_dump(guest["elf"]) as d:  # type: ignore[index]
         log = get_printk_records(KernelMemory.from_dump(d, info))  # the real virtual-read seam
-        vmcore = None
-        if tmp_path is not None:
-            vmcore = tmp_path / "vmcore"
-            text_va = 0xFFFFFFFF81000000 + info.kerneloffset
-            cores = [(n.name, n.type, n.desc) for n in d.notes if n.name == "CORE"]
-            with vmcore.open("wb") as f:
-                write_elf(f, d.memory, encode_notes(cores) + build_note(info), style="kexec",
-                          extra_loads=[(text_va, text_va - START_KERNEL_MAP + pb.value, 0x3000000)])
+        vmcore = kexec_rewrite(d, info, tmp_path / "vmcore") if tmp_path is not None else None
     return log, vmcore
 
 

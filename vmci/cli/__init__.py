@@ -7,7 +7,7 @@ codecs, drgn) are imported inside the commands so that ``vmci --help`` and quick
 
 from __future__ import annotations
 
-from vmci.cli import analyze, drgn, generate, info, kaslr, read, triage, vmcoreinfo, vmgenid
+from vmci.cli import analyze, dmesg, drgn, generate, info, kaslr, read, triage, vmcoreinfo, vmgenid
 from vmci.cli.app import app
 
 # The order here is the order of ``vmci --help``.
@@ -16,6 +16,7 @@ app.command("read")(read.read)
 app.command("analyze")(analyze.analyze)
 app.command("vmcoreinfo")(vmcoreinfo.vmcoreinfo)
 app.command("vmgenid")(vmgenid.vmgenid)
+app.command("dmesg")(dmesg.dmesg)
 app.command("generate")(generate.generate)
 app.command("kaslr")(kaslr.kaslr)
 app.command("drgn", context_settings={"allow_interspersed_args": True})(drgn.drgn)

@@ -279,3 +279,41 @@ class SparseMemory(PhysicalMemory):
             for pfn in range(first, hi // ps):
                 page = self._pages.get(pfn)
                 yield pfn * ps, self._zero if page is None else page
+
+
+class RestrictedMemory(PhysicalMemory):
+    """``memory`` seen only inside ``ranges`` (e.g. the System RAM a kdump kernel exports)."""
+
+    def __init__(self, memory: PhysicalMemory, ranges: Iterable[Range]) -> None:
+        self.memory = memory
+        self.page_size = memory.page_size
+        self._ranges = merge_ranges(ranges)
+        self._starts = [r.start for r in self._ranges]
+        self._ends = [r.end for r in self._ranges]
+
+    @property
+    def ranges(self) -> Sequence[Range]:
+        return self._ranges
+
+    def extent(self, paddr: int, limit: int) -> Extent:
+        i = find_span(self._starts, self._ends, paddr, limit)
+        if isinstance(i, Extent):
+            return i
+        return self.memory.extent(paddr, min(limit, self._ranges[i].end - paddr))
+
+
+def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
+    """``ranges`` minus ``holes``."""
+    out = list(merge_ranges(ranges))
+    for h in holes:
+        nxt: list[Range] = []
+        for r in out:
+            if h.end <= r.start or h.start >= r.end:
+                nxt.append(r)
+                continue
+            if r.start < h.start:
+                nxt.append(Range(r.start, h.start - r.start))
+            if h.end < r.end:
+                nxt.append(Range(h.end, r.end - h.end))
+        out = nxt
+    return out

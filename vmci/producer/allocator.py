@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import random
 
-from vmci.core.memory import PAGE_SIZE, Range
+from vmci.core.memory import PAGE_SIZE, Range, subtract
 from vmci.errors import UsageError
-from vmci.producer.qemu_dump import subtract
 
 __all__ = ["PageAllocator"]
 

@@ -40,11 +40,15 @@ from vmci.producer.guest import build_memory, guest_layout
 from vmci.producer.kernel_layout import DEFAULT_LINK, PHYSICAL_START, KernelLayout, profile
 from vmci.producer.linux import place_vmcoreinfo
 from vmci.producer.pagetables import build_kernel_page_tables
+from vmci.producer.printk import boot_log, consistent_values, panic_log, target_for, write_printk_log
 from vmci.producer.state import Guest
 
 __all__ = ["IMAGES", "build", "compact_symbols"]
 
 MB2 = 0x200000
+#: The printk variables, contiguous in a real image's .data (from ``prb`` on).
+PRINTK_VARIABLES = ("prb", "printk_rb_static", "clear_seq", "log_buf", "log_buf_len", "log_first_idx",
+                    "clear_idx", "log_next_idx", "log_end", "logged_chars")
 _RODATA = 0xFFFFFFFF82000000
 IMAGES: dict[str, dict[str, int]] = {
     "full": {"image_size": 0x2000000, "text_size": 0x1000000, "idt_offset": 0x1C04000,
@@ -150,6 +154,10 @@ def _boot_linux(g: Guest, alloc: PageAllocator) -> None:
     kind = s.image_kind
     image = g.image = dict(IMAGES[kind])
     symbols = compact_symbols() if kind == "compact" else {}
+    if symbols and s.log:  # the log's variables keep their real spacing (quartered offsets overlap)
+        base = DEFAULT_LINK["prb"]
+        for name in PRINTK_VARIABLES:
+            symbols[name] = symbols["prb"] + DEFAULT_LINK[name] - base
     pinned = not s.kaslr or (s.kaslr_offset is not None and s.phys_base is not None)
     if pinned:
         kaslr, phys_base, text_pa = _kaslr_placement(s, image, alloc, rng)
@@ -161,9 +169,13 @@ def _boot_linux(g: Guest, alloc: PageAllocator) -> None:
     pool_size = 0x100000
     pool = Range(alloc.take(pool_size, PAGE_SIZE, what="page-table pool"), pool_size)
     mem_section = alloc.take(PAGE_SIZE, what="mem_section")
-    kernel = g.kernel = KernelLayout(profile=profile(s.kernel), osrelease=s.osrelease, seed=s.seed,
+    prof = profile(s.kernel)
+    # a guest that logs gets a printk_ringbuffer layout of a real build (the profile defaults put
+    # ``fail`` inside the text ring, harmless while no log is written and kept for testdata/)
+    values = consistent_values(prof) if s.log else {}
+    kernel = g.kernel = KernelLayout(profile=prof, osrelease=s.osrelease, seed=s.seed,
                                      kaslr_offset=kaslr, phys_base=phys_base, pgtable_l5=s.la57,
-                                     symbols=symbols, mem_section_paddr=mem_section)
+                                     symbols=symbols, mem_section_paddr=mem_section, values=values)
     pgd_offset = kernel.link("swapper_pg_dir") - DEFAULT_TEXT
     g.tables = build_kernel_page_tables(
         g.mem, pool, kaslr_offset=kaslr, phys_base=phys_base, la57=s.la57, image_size=image["image_size"],
@@ -181,6 +193,13 @@ def _boot_linux(g: Guest, alloc: PageAllocator) -> None:
     if s.panic:
         crashtime = s.crashtime if s.crashtime is not None else 1_700_000_000 + s.seed % 100_000_000
     g.placed_vmcoreinfo = place_vmcoreinfo(g.mem, kernel, note, data, crashtime=crashtime, write_uts=True)
+    if s.log:  # the kernel's own log, in its version's printk layout (vmci.producer.printk)
+        records = boot_log(s.log, seed=s.seed, osrelease=kernel.osrelease, cpus=s.cpus)
+        if s.panic:
+            records += panic_log(start_ns=records[-1].ts_nsec + 1_000_000, osrelease=kernel.osrelease,
+                                 kaslr_offset=kaslr, cause=s.panic_cause)
+        g.printk = write_printk_log(g.mem, target_for(kernel, direct_map=g.tables.page_offset), records,
+                                    alloc=alloc.take, faults=s.log_faults)
     banner_va = image["banner"] + kaslr
     text = (f"Linux version {kernel.osrelease} (vmci@generator) (gcc (Debian 12.2.0-14) 12.2.0, "
             f"GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian\n").encode()

@@ -21,6 +21,11 @@ Scenario keys (a TOML file may put them under ``[scenario]``):
 ``la57``, ``pti``  5-level paging, page-table isolation (default false)
 ``cpus``           vCPUs (default 2)
 ``panic``          the kernel panicked: CRASHTIME in the text (forced for ``kexec``); ``crashtime``
+``log``            messages the guest kernel logs into its printk buffer (default 0: no log); with
+                   ``panic``, followed by the panic of ``panic_cause`` (``"sysrq"`` default,
+                   ``"null-deref"``, ``"oom"``, ``"hung-task"``, ``"soft-lockup"``);
+                   ``log_faults`` damage the log (``wrap``, ``half-written``, ``stuck-writer``,
+                   ``reused-descriptor``, ``corrupt-id``, ``corrupt-len``, ``truncated``)
 ``rsdp_revision``  0 (default, as QEMU builds) or 2; ``fadt_revision`` 1 (default) or 3
 ``vga_hole``       leave 0xA0000-0xBFFFF out of RAM (default false)
 ``image``          kernel image ``"full"`` (32 MiB, real link addresses), ``"compact"`` (8 MiB) or
@@ -111,6 +116,9 @@ class Scenario:
     cpus: int = 2
     panic: bool = False
     crashtime: int | None = None
+    log: int = 0
+    panic_cause: str = "sysrq"
+    log_faults: tuple[str, ...] = ()
     rsdp_revision: int = 0
     fadt_revision: int = 1
     vga_hole: bool = False
@@ -122,6 +130,9 @@ class Scenario:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ram", parse_size(self.ram))
         object.__setattr__(self, "faults", tuple(self.faults))
+        object.__setattr__(self, "log_faults", tuple(self.log_faults))
+        if self.log < 0:
+            raise UsageError(f"log is a number of messages, not {self.log}")
         check_faults(self.faults)
         choices = {"machine": ("q35", "pc"), "firmware": ("seabios", "ovmf"),
                    "device": ("rfc", "upstream", "none"), "image": ("auto", "full", "compact")}
@@ -166,6 +177,10 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["faults"] = list(self.faults)
+        out["log_faults"] = list(self.log_faults)
+        if not self.log:  # no kernel log written: the keys of scenarios before the log existed
+            for key in ("log", "panic_cause", "log_faults"):
+                del out[key]
         return out
 
     @property

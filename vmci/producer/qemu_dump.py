@@ -17,8 +17,7 @@ unassigned address does in QEMU.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -26,7 +25,7 @@ from vmci.arch.x86_64.cpu import prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
 from vmci.core.dump import CpuState
 from vmci.core.headers import KdumpHeader, Utsname
-from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
+from vmci.core.memory import PhysicalMemory
 from vmci.errors import FormatError, NotFoundError, UsageError
 from vmci.formats.elf.writer import write_elf
 from vmci.formats.kdump.writer import write_kdump
@@ -254,44 +253,6 @@ def write_qemu_kdump(out: BinaryIO, mem: PhysicalMemory, notes: bytes, note: Gue
     facts["phys_base"] = phys_base
     facts["phys_base_source"] = why
     return facts
-
-
-class RestrictedMemory(PhysicalMemory):
-    """``memory`` seen only inside ``ranges`` (e.g. the System RAM a kdump kernel exports)."""
-
-    def __init__(self, memory: PhysicalMemory, ranges: Iterable[Range]) -> None:
-        self.memory = memory
-        self.page_size = memory.page_size
-        self._ranges = merge_ranges(ranges)
-        self._starts = [r.start for r in self._ranges]
-
-    @property
-    def ranges(self) -> Sequence[Range]:
-        return self._ranges
-
-    def extent(self, paddr: int, limit: int) -> Extent:
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        if i < 0 or paddr >= self._ranges[i].end:
-            nxt = self._starts[i + 1] if i + 1 < len(self._starts) else paddr + limit
-            return Extent(None, min(limit, nxt - paddr), "hole")
-        return self.memory.extent(paddr, min(limit, self._ranges[i].end - paddr))
-
-
-def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
-    """``ranges`` minus ``holes``."""
-    out = list(merge_ranges(ranges))
-    for h in holes:
-        nxt: list[Range] = []
-        for r in out:
-            if h.end <= r.start or h.start >= r.end:
-                nxt.append(r)
-                continue
-            if r.start < h.start:
-                nxt.append(Range(r.start, h.start - r.start))
-            if h.end < r.end:
-                nxt.append(Range(h.end, r.end - h.end))
-        out = nxt
-    return out
 
 
 def write_kexec_vmcore(out: BinaryIO, mem: PhysicalMemory, notes: bytes, *, direct_map: int,

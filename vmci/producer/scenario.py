@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vmci.core.memory import PAGE_SIZE, Range
+from vmci.core.memory import PAGE_SIZE, PhysicalMemory, Range, RestrictedMemory, subtract
 from vmci.errors import UsageError
 from vmci.formats.raw import write_raw
 from vmci.producer import qemu_dump as qd
@@ -38,7 +38,7 @@ def system_ram(g: Guest) -> list[Range]:
     """What a kdump kernel exports in /proc/vmcore: System RAM minus page 0, the legacy area
     0xA0000-0xFFFFF and the crashkernel reservation."""
     holes = [Range(0, PAGE_SIZE), Range(0xA0000, 0x60000)] + ([g.crashkernel] if g.crashkernel else [])
-    return qd.subtract(g.layout.ram_ranges(), holes)
+    return subtract(g.layout.ram_ranges(), holes)
 
 
 def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> dict[str, Any]:
@@ -49,14 +49,14 @@ def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> di
     note = qd.guest_note(g.mem, g.vmcoreinfo_device)
     facts: dict[str, Any] = {"format": fmt, "guest_note": note.to_dict()}
     if fmt == "raw":
-        mem = qd.RestrictedMemory(g.mem, g.layout.ram_ranges())
+        mem = RestrictedMemory(g.mem, g.layout.ram_ranges())
         facts["size"] = write_raw(out, mem)
         return facts
     if fmt == "kexec":
         assert g.tables is not None
         first = g.mem.read(g.placed.note_paddr, 24 + -(-len(g.placed.text) // 4) * 4)
         notes = qd.kexec_notes(g.cpus, first)
-        mem = qd.RestrictedMemory(g.mem, system_ram(g))
+        mem = RestrictedMemory(g.mem, system_ram(g))
         load = (g.tables.text_va, g.tables.text_pa, g.image["image_size"])
         facts.update(qd.write_kexec_vmcore(out, mem, notes, direct_map=g.tables.page_offset,
                                            kernel_load=load))
@@ -64,12 +64,15 @@ def write_dump(g: Guest, out: Any, fmt: str, *, compression: str = "zlib") -> di
         return facts
     notes = qd.qemu_notes(g.cpus, note)
     facts["notes"] = len(notes)
+    ram: PhysicalMemory = g.mem
+    if g.printk is not None and g.printk.holes:  # log fault "truncated": the dump ends early
+        ram = RestrictedMemory(g.mem, subtract(g.mem.ranges, g.printk.holes))
     if fmt in ("elf", "elf-paging"):
         mappings = qd.paging_mappings(g.mem, g.cpus) if fmt == "elf-paging" else None
-        facts.update(qd.write_qemu_elf(out, g.mem, notes, mappings=mappings,
+        facts.update(qd.write_qemu_elf(out, ram, notes, mappings=mappings,
                                        qemu_version=s.qemu_version_info))
     else:
-        facts.update(qd.write_qemu_kdump(out, g.mem, notes, note, nr_cpus=len(g.cpus),
+        facts.update(qd.write_qemu_kdump(out, ram, notes, note, nr_cpus=len(g.cpus),
                                          compression=compression, flattened=fmt == "kdump-flat",
                                          phys_base_bug=s.phys_base_bug))
     return facts

@@ -20,6 +20,7 @@ from vmci.producer.guest import GuestLayout
 from vmci.producer.kernel_layout import KernelLayout
 from vmci.producer.linux import PlacedVmcoreinfo
 from vmci.producer.pagetables import KernelTables
+from vmci.producer.printk import PrintkTruth
 
 __all__ = ["Guest", "VmcoreinfoDevice"]
 
@@ -62,6 +63,7 @@ class Guest:
     driver_dest: int | None = None
     ssdts: dict[str, int] = field(default_factory=dict)  # OEM table id -> address, before after-boot faults
     faults: list[dict[str, str]] = field(default_factory=list)
+    printk: PrintkTruth | None = None  # what the guest kernel logged (scenario ``log``)
 
     @property
     def placed(self) -> PlacedVmcoreinfo:

@@ -121,7 +121,7 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
                 "osrelease": p.layout.osrelease, "kaslr_offset": p.layout.kaslr_offset,
                 "phys_base": p.layout.phys_base, "uts_paddr": p.uts_paddr}
 
-    return {
+    out = {
         "schema": 1,
         "generator": "vmci generate",
         "format": fmt,
@@ -155,3 +155,6 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
         "expected": expected_findings(g, fmt, dump),
         "faults": g.faults,
     }
+    if g.printk is not None:  # the records the guest kernel logged (scenario ``log``), as written
+        out["printk"] = g.printk.to_dict()
+    return out
