@@ -100,3 +100,15 @@ def test_kdump_capture_kernels_and_their_offsets(kdump_capture: RealGuest) -> No
     assert kernels["crashed"].crashtime is not None and kernels["capture"].crashtime is None
     p = dmesg(kdump_capture["elf"], "--kernel", "capture")
     assert p.returncode == 0 and b"Run /init as init process" in p.stdout and b"vmci-kmsg" not in p.stdout
+
+
+@pytest.mark.parametrize("scenario", ["panic", "panic_without_device", "kdump_capture"])
+def test_triage_reads_the_consoles_panic_line(scenario: str, request: pytest.FixtureRequest) -> None:
+    from vmci.fleet.triage import triage
+
+    guest: RealGuest = request.getfixturevalue(scenario)
+    rec = triage(guest["kdump_zlib"])
+    assert rec.error_class is None
+    assert rec.panic == guest.facts["panic_line"]
+    assert rec.release == guest.facts["release"]
+    assert rec.last_lines and rec.uptime is not None and rec.fingerprint is not None

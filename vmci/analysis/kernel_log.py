@@ -150,13 +150,21 @@ def _pick(kernels: Sequence[RunningKernel], which: str | int) -> RunningKernel:
 
 
 def read_kernel_log(dump: Dump, *, kernel: str | int = "auto", since_clear: bool = False,
-                    addr_blob: bytes | None = None, fw_cfg_record: bytes | None = None) -> KernelLog:
+                    addr_blob: bytes | None = None, fw_cfg_record: bytes | None = None,
+                    scan: bool = True) -> KernelLog:
     """The kernel log of ``dump``, read through the chosen kernel's own page tables.
 
     ``kernel``: ``auto`` (the crashed kernel when one is recorded, else the text discovery
     chose), ``crashed``, ``capture``, ``chosen``, or the physical address of a VMCOREINFO note.
+    ``scan=False`` skips the memory scan unless nothing else finds a text (faster; it may miss
+    a second kernel).
     """
-    kernels = kernels_in_dump(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
+    try:
+        kernels = kernels_in_dump(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, scan=scan)
+    except NotFoundError:
+        if scan:
+            raise
+        kernels = kernels_in_dump(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, scan=True)
     k = _pick(kernels, kernel)
     kmem = KernelMemory.from_dump(dump, k.text)
     return KernelLog(get_printk_records(kmem, since_clear=since_clear), k, tuple(kernels))

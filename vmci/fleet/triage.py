@@ -124,10 +124,24 @@ def _record_from_analysis(dump: Dump, analysis: dict[str, Any], options: TriageO
         found = find_vmgenid_in_dump(dump)
         if found.found:
             out["vmgenid"] = found.to_dict()["guid"]
-    # The kernel log (panic line, taint, frames, last lines, uptime) lands with vmci.kernel.printk;
-    # until then the crash is known only by CRASHTIME, and the fingerprint needs a panic line.
+    # The kernel log: the crashed kernel's when the dump holds one (vmci.analysis.kernel_log)
     panic: str | None = None
+    cause: str | None = None
     frames: tuple[str, ...] = ()
+    if vmci["found"]:
+        from vmci.analysis.kernel_log import panic_summary, read_kernel_log
+
+        try:
+            kernel_log = read_kernel_log(dump, scan=vmci["source"] == "memory-scan")
+        except VmciError as e:
+            out["dump_warnings"] = (*out["dump_warnings"], f"kernel log: {e}")[:MAX_WARNINGS]
+        else:
+            summary = panic_summary(kernel_log.log, crashtime=kernel_log.kernel.crashtime,
+                                    lines=options.log_lines)
+            panic = summary.panic or summary.first_event
+            frames = summary.frames
+            out.update(taint=summary.taint, last_lines=summary.last_lines, uptime=summary.uptime)
+            cause = summary.first_event
     out["panic"] = panic
-    out["fingerprint"] = fingerprint(panic, frames)
+    out["fingerprint"] = fingerprint(cause if panic is not None else None, frames)
     return out
