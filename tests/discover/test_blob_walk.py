@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from vmci.core.memory import Range, SparseMemory
-from vmci.discover.blob import MAX_GUEST_NOTE_SIZE, walk_blob
+from vmci.discover.address_blob import walk_blob
 from vmci.discover.finding import Finding
+from vmci.discover.guest_note import MAX_GUEST_NOTE_SIZE
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.layouts.acpi import SdtHeader, checksum8
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice

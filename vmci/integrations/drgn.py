@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
+from vmci.discover.guest_note import MAX_GUEST_NOTE_SIZE
 from vmci.errors import NotFoundError, UnsupportedError, UsageError
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 CACHE_KEY = "vmci"
 _NATIVE = ("elf", "kdump", "kdump-flattened")
 
-MAX_VMCOREINFO_FILE = 1 << 20  # QEMU accepts guest notes up to 1 MiB
 
 
 def _drgn() -> Any:
@@ -157,8 +157,8 @@ def program_from_dump(
     try:
         if isinstance(vmcoreinfo, os.PathLike):
             try:
-                if Path(vmcoreinfo).stat().st_size > MAX_VMCOREINFO_FILE:
-                    raise UsageError(f"{vmcoreinfo} is over {MAX_VMCOREINFO_FILE} bytes: no VMCOREINFO text")
+                if Path(vmcoreinfo).stat().st_size > MAX_GUEST_NOTE_SIZE:  # QEMU's limit for guest notes
+                    raise UsageError(f"{vmcoreinfo} is over {MAX_GUEST_NOTE_SIZE} bytes: no VMCOREINFO text")
                 text = Path(vmcoreinfo).read_bytes()
             except OSError as e:
                 raise UsageError(f"cannot read {vmcoreinfo}: {e.strerror}") from None

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from vmci.arch.x86_64.cpu import CpuState, prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
 from vmci.core.memory import Extent, PhysicalMemory, Range, merge_ranges
+from vmci.discover.guest_note import MAX_GUEST_NOTE_SIZE
 from vmci.errors import FormatError, NotFoundError, UsageError
 from vmci.formats.elf.reader import write_elf
 from vmci.formats.kdump.reader import write_kdump
@@ -33,7 +34,6 @@ from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
 
-MAX_GUEST_NOTE_SIZE = 1 << 20
 QEMU_CPU_SIZE = 440  # QEMUCPUState with kernel_gs_base (QEMU 3.0 .. 9.x)
 _NHDR = note_header_struct("little")  # QEMU reads the guest note in the target's order (x86: LE)
 _U64 = (1 << 64) - 1
