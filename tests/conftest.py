@@ -77,3 +77,20 @@ def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2, byteorder: str 
     """CORE/NT_PRSTATUS notes for each CPU, then the VMCOREINFO note, as QEMU orders them."""
     notes = [*(("CORE", 1, bytes(336)) for _ in range(cpus)), ("VMCOREINFO", 0, text)]
     return encode_notes(notes, byteorder)
+
+
+def schema_errors(value: object, schema: dict | None = None) -> list[str]:
+    """``$.path: message`` for each way ``value`` breaks ``schema`` (default: the analyze contract,
+    generated from the result dataclasses), checked by jsonschema, not by vmci."""
+    import jsonschema
+
+    if schema is None:
+        from vmci.analysis.schema import ANALYZE_SCHEMA
+
+        schema = ANALYZE_SCHEMA
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in validator.iter_errors(value):
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        out.append(f"{path}: {err.message}")
+    return out

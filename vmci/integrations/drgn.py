@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
 from vmci.discover.guest_note import MAX_GUEST_NOTE_SIZE
-from vmci.errors import NotFoundError, UnsupportedError, UsageError
+from vmci.errors import UnsupportedError, UsageError
 
 if TYPE_CHECKING:
     import drgn
@@ -75,29 +75,17 @@ def vmcoreinfo_for_dump(
     synthesize: bool = True,
     symbols: KernelSymbols | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
-    """``(text, provenance)``: the text every discovery strategy agrees on, else a synthesized one.
+    """``(text, provenance)``: the text every discovery strategy agrees on, else a synthesized one
+    (:func:`vmci.analysis.text.vmcoreinfo_text`).
 
     ``provenance`` holds ``source`` (a strategy name or ``"synthesized"``), ``paddr``, ``reason``
     and ``synthesized``.
     """
-    from vmci.discover.run import find_vmcoreinfo
+    from vmci.analysis.text import vmcoreinfo_text
 
-    disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
-    c = disc.chosen
-    if c is not None and c.text is not None:
-        return c.text.raw, {"source": c.source, "paddr": c.paddr, "reason": disc.reason, "synthesized": False}
-    if not synthesize:
-        raise NotFoundError(f"no VMCOREINFO in {dump.path}: {disc.reason}")
-    from vmci.kernel.synthesize import synthesize as make
-
-    s = make(dump, symbols=symbols)
-    return s.text, {
-        "source": "synthesized",
-        "paddr": None,
-        "synthesized": True,
-        "sources": s.sources,
-        "reason": f"{disc.reason}; synthesized from the page tables and the kernel image",
-    }
+    got = vmcoreinfo_text(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize,
+                          symbols=symbols)
+    return got.raw, got.provenance()
 
 
 class _DropFlattenedWarning(logging.Filter):
