@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from pathlib import Path
 
 from rich.console import Console
 
 from vmci.analysis.analyze import analyze, dump_info
-from vmci.analysis.result import SCHEMA, DumpInfo
+from vmci.analysis.result import DumpInfo
 from vmci.cli import render
 from vmci.formats import open_dump
 
@@ -25,7 +24,7 @@ def captured(monkeypatch, fn, *args) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_hex_facts_are_declared_not_guessed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    info = DumpInfo(schema=SCHEMA, path="x", format="raw", description="d", arch="x86_64",
+    info = DumpInfo(path="x", format="raw", description="d", arch="x86_64",
                     byte_order="little", memory_size=0, ranges=(), notes=(), cpus=(), warnings=(),
                     facts={"offset_note": 70000, "fake_addr": 70000, "nested": {"size": 8192, "count": 8192},
                            "small_size": 4096})
@@ -45,8 +44,8 @@ def test_key_values_follow_field_metadata(monkeypatch) -> None:  # type: ignore[
     text = captured(monkeypatch, render.render_vmcoreinfo, r.vmcoreinfo)
     assert f"phys_base     {kv.phys_base} ({kv.phys_base & ((1 << 64) - 1):#x})" in text
     assert f"KERNELOFFSET  {kv.kerneloffset:#x}" in text and "CRASHTIME     -" in text
-    plain = dataclasses.replace(kv, phys_base=0x1000000)
-    section = dataclasses.replace(r.vmcoreinfo, key_values=plain)
+    plain = kv._replace(phys_base=0x1000000)
+    section = r.vmcoreinfo._replace(key_values=plain)
     text = captured(monkeypatch, render.render_vmcoreinfo, section)
     assert "phys_base     0x1000000" in text
     text = captured(monkeypatch, render.render_info, info)

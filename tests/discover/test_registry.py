@@ -96,3 +96,12 @@ def test_result_steps_carry_a_code_that_the_json_leaves_out() -> None:
     ev = Evidence()
     ev.ok("anything", "worded freely", code="x.y")
     assert ev.has("x.y") and not ev.has("x.z") and ev.last_failure() is None
+
+
+def test_the_cli_help_lists_the_registry() -> None:
+    import typing
+
+    from vmci.cli.analyze import analyze as command
+
+    option = typing.get_type_hints(command, include_extras=True)["strategy"].__metadata__[0]
+    assert option.help.endswith(": " + ", ".join(NAMES) + ".")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 
 from vmci.analysis.checks import run_checks, worst
 from vmci.analysis.result import (
-    SCHEMA,
     AnalyzeResult,
     CandidateRecord,
     DumpInfo,
@@ -72,7 +71,7 @@ def dump_summary(dump: Dump) -> DumpSummary:
 def dump_info(dump: Dump) -> DumpInfo:
     """What ``vmci info`` shows: everything the container says, nothing inferred."""
     return DumpInfo(
-        schema=SCHEMA, path=str(dump.path), format=dump.format, description=dump.description, arch=dump.arch,
+        path=str(dump.path), format=dump.format, description=dump.description, arch=dump.arch,
         byte_order=dump.byte_order,  # type: ignore[arg-type]
         memory_size=dump.memory.size, ranges=_ranges(dump),
         notes=tuple(NoteRecord(n.name, n.type, len(n.desc), n.offset, n.where) for n in dump.notes),

@@ -10,7 +10,7 @@ wrong; WARN that something is off but readers cope (or a known producer bug, nam
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vmci.analysis.result import CheckResult, Status
 from vmci.core.dump import Dump
@@ -26,8 +26,7 @@ Check = CheckResult  # short name for the result record in this module
 _ORDER: tuple[Status, ...] = ("PASS", "WARN", "FAIL")
 
 
-@dataclass(frozen=True)
-class CheckContext:
+class CheckContext(NamedTuple):
     """What a check looks at: the dump and every strategy's finding."""
 
     dump: Dump
@@ -47,8 +46,7 @@ class CheckContext:
 CheckFn = Callable[[CheckContext], Iterable[CheckResult]]
 
 
-@dataclass(frozen=True)
-class RegisteredCheck:
+class RegisteredCheck(NamedTuple):
     """A check in the registry: the names it reports under, when it applies, what it does."""
 
     name: str

@@ -1,9 +1,10 @@
 """Typed results of the analysis: what ``vmci analyze``, ``info``, ``vmgenid`` and ``vmcoreinfo`` answer.
 
-Every record is a frozen dataclass with a docstring per field.  Its :meth:`Record.to_dict` is
-the JSON of schema 1 (``vmci analyze --json`` byte for byte); :mod:`vmci.analysis.schema`
-generates the JSON Schema from the same fields; :mod:`vmci.cli.render` prints them for people.
-Field metadata says what the types cannot:
+Every record is an immutable :class:`~typing.NamedTuple` (as drgn's helpers return theirs) with a
+docstring per field.  Its ``to_dict()`` is the JSON of schema 1 (``vmci analyze --json`` byte for
+byte); :mod:`vmci.analysis.schema` generates the JSON Schema from the same fields;
+:mod:`vmci.cli.render` prints them for people.  What the types cannot say is declared on the field
+with :data:`~typing.Annotated` metadata (see :func:`field_meta`):
 
 - ``key``: the JSON key when it is not the field name (``"OSRELEASE"``);
 - ``hex``: an address, offset or size, shown in hexadecimal; ``signed``: negative values are
@@ -15,13 +16,14 @@ Each result that decides a command's exit status says so (``exit_code``: 0, or 1
 answer, as :mod:`vmci.errors` documents); the CLI only maps it.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: NamedTuple would turn every string annotation
+# into a compiled ForwardRef at import, a third of this module's start-up cost.
 
 import json
+import typing
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, NewType, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, NewType, Protocol
 
 from vmci.core.evidence import Evidence, Verdict
 from vmci.errors import NotFoundError
@@ -35,6 +37,7 @@ Status = Literal["PASS", "WARN", "FAIL"]
 StrategyName = NewType("StrategyName", str)
 
 HEX: Mapping[str, Any] = {"hex": True}
+SIGNED_HEX: Mapping[str, Any] = {"hex": True, "signed": True}
 NOT_IN_JSON: Mapping[str, Any] = {"json": False}
 U64 = (1 << 64) - 1
 
@@ -48,51 +51,72 @@ HEX_FACTS = frozenset({
 })
 
 
+def key(name: str, **more: Any) -> Mapping[str, Any]:
+    """Field metadata: serialized under ``name``."""
+    return {"key": name, **more}
+
+
+_META: dict[type, dict[str, dict[str, Any]]] = {}
+
+
+def field_meta(cls: type) -> dict[str, dict[str, Any]]:
+    """Each field of record class ``cls`` with its merged ``Annotated`` metadata, in field order."""
+    out = _META.get(cls)
+    if out is None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        out = {}
+        for name in cls._fields:  # type: ignore[attr-defined]
+            md: dict[str, Any] = {}
+            for extra in getattr(hints[name], "__metadata__", ()):
+                md.update(extra)
+            out[name] = md
+        _META[cls] = out
+    return out
+
+
 def encode(value: Any) -> Any:
     """``value`` as JSON types: records and other objects by their ``to_dict``, UUIDs as text,
     tuples as lists."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
     return value
 
 
-class Record:
-    """Base of the result dataclasses: JSON by field, in field order (see the module doc)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            md = f.metadata
-            if md.get("json", True) is False:
-                continue
-            value = getattr(self, f.name)
-            if value is None and "empty" in md:
-                value = md["empty"]
-            out[md.get("key", f.name)] = encode(value)
-        return out
+def to_dict(record: Any) -> dict[str, Any]:
+    """A record as JSON, field by field in declaration order (see the module doc)."""
+    out: dict[str, Any] = {}
+    for name, md in field_meta(type(record)).items():
+        if md.get("json", True) is False:
+            continue
+        value = getattr(record, name)
+        if value is None and "empty" in md:
+            value = md["empty"]
+        out[md.get("key", name)] = encode(value)
+    return out
 
 
 # -- the dump ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MemoryRange(Record):
+class MemoryRange(NamedTuple):
     """A range of guest-physical memory the dump holds."""
 
-    start: int = field(metadata=HEX)
+    start: Annotated[int, HEX]
     """First guest-physical address."""
-    size: int = field(metadata=HEX)
+    size: Annotated[int, HEX]
     """Length in bytes."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class DumpSummary(Record):
+
+class DumpSummary(NamedTuple):
     """The dump as its container describes it (the ``dump`` section)."""
 
     path: str
@@ -112,9 +136,11 @@ class DumpSummary(Record):
     warnings: tuple[str, ...]
     """What the reader noticed (truncation, quirks)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class NoteRecord(Record):
+
+class NoteRecord(NamedTuple):
     """An ELF note of the dump."""
 
     name: str
@@ -123,18 +149,18 @@ class NoteRecord(Record):
     """``n_type``."""
     size: int
     """Descriptor size in bytes."""
-    offset: int | None = field(metadata=HEX)
+    offset: Annotated[int | None, HEX]
     """File offset of the note, when it has one."""
     where: str
     """Which segment or blob holds it."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class DumpInfo(Record):
+
+class DumpInfo(NamedTuple):
     """What ``vmci info`` shows: everything the container says, nothing inferred."""
 
-    schema: Literal[1]
-    """The JSON contract version."""
     path: str
     """The file as given."""
     format: str
@@ -153,42 +179,46 @@ class DumpInfo(Record):
     """Its ELF notes (or the kdump notes blob's)."""
     cpus: tuple[dict[str, Any], ...]
     """Each vCPU's saved state."""
-    facts: dict[str, Any] = field(metadata={"hex_keys": HEX_FACTS})
+    facts: Annotated[dict[str, Any], {"hex_keys": HEX_FACTS}]
     """Header fields of the container, by name."""
     warnings: tuple[str, ...]
     """What the reader noticed."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **to_dict(self)}
 
 
 # -- the VMCOREINFO -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeyValues(Record):
+class KeyValues(NamedTuple):
     """The values people ask for first, typed (None when absent or malformed)."""
 
-    osrelease: str | None = field(metadata={"key": "OSRELEASE"})
+    osrelease: Annotated[str | None, key("OSRELEASE")]
     """``OSRELEASE``: the kernel release."""
-    build_id: str | None = field(metadata={"key": "BUILD-ID"})
+    build_id: Annotated[str | None, key("BUILD-ID")]
     """``BUILD-ID``: the kernel's GNU build ID, hex."""
-    pagesize: int | None = field(metadata={"key": "PAGESIZE"})
+    pagesize: Annotated[int | None, key("PAGESIZE")]
     """``PAGESIZE``."""
-    kerneloffset: int | None = field(metadata={"key": "KERNELOFFSET", "hex": True})
+    kerneloffset: Annotated[int | None, key("KERNELOFFSET"), HEX]
     """``KERNELOFFSET``: the KASLR slide of the kernel image."""
-    phys_base: int | None = field(metadata={"key": "phys_base", "hex": True, "signed": True})
+    phys_base: Annotated[int | None, SIGNED_HEX]
     """``NUMBER(phys_base)`` (None for the legacy ``SYMBOL(phys_base)`` of kernels < 4.10)."""
-    crashtime: int | None = field(metadata={"key": "CRASHTIME"})
+    crashtime: Annotated[int | None, key("CRASHTIME")]
     """``CRASHTIME``: seconds since the epoch, written on the panic path."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class VmcoreinfoSection(Record):
+
+class VmcoreinfoSection(NamedTuple):
     """The text discovery chose (the ``vmcoreinfo`` section)."""
 
     found: bool
     """Whether a strategy found a valid text."""
     source: StrategyName | None
     """The strategy whose text was chosen."""
-    paddr: int | None = field(metadata=HEX)
+    paddr: Annotated[int | None, HEX]
     """Guest-physical address of its note, when it came from guest memory."""
     note_size: int | None
     """Size of its note, padded, in bytes."""
@@ -196,25 +226,27 @@ class VmcoreinfoSection(Record):
     """The text as found."""
     values: dict[str, str | None]
     """Every key with its first value as written (the first line wins, as crash reads it)."""
-    key_values: KeyValues | None = field(metadata={"empty": {}})
+    key_values: Annotated[KeyValues | None, {"empty": {}}]
     """The key values, typed (``{}`` in JSON without a text)."""
     warnings: tuple[LintWarning, ...]
     """Lint of the text: what a producer or reader may trip over."""
     reason: str
     """Why this text (or why none)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class CandidateRecord(Record):
+
+class CandidateRecord(NamedTuple):
     """A text one strategy found, or a hit it rejected."""
 
     source: StrategyName
     """The strategy."""
-    paddr: int | None = field(metadata=HEX)
+    paddr: Annotated[int | None, HEX]
     """Guest-physical address of its note."""
     note_size: int | None
     """Size of its note, padded."""
-    data_paddr: int | None = field(metadata=HEX)
+    data_paddr: Annotated[int | None, HEX]
     """Guest-physical address of the kernel's raw-text page, when seen."""
     valid: bool
     """Whether it holds a usable text."""
@@ -227,27 +259,31 @@ class CandidateRecord(Record):
     facts: dict[str, int | str | bool | None]
     """What the strategy recorded about it (scalars only)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class ProvenanceStep(Record):
+
+class ProvenanceStep(NamedTuple):
     """One step of one strategy, in the order the strategies ran (the last ones are the choice's)."""
 
     strategy: str
     """The strategy (or ``choice``)."""
     action: str
     """What was checked or done."""
-    paddr: int | None = field(metadata=HEX)
+    paddr: Annotated[int | None, HEX]
     """The guest-physical address it is about."""
     detail: str
     """The outcome, in words."""
     verdict: Verdict
     """ok, warn, fail or info."""
-    code: str = field(default="", metadata=NOT_IN_JSON)
+    code: Annotated[str, NOT_IN_JSON] = ""
     """The step's stable code, when it has one."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True)
-class CheckResult(Record):
+
+class CheckResult(NamedTuple):
     """A named consistency verdict."""
 
     name: str
@@ -260,21 +296,23 @@ class CheckResult(Record):
     def __str__(self) -> str:
         return f"{self.status} {self.name}: {self.detail}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
 
 # -- VM generation ID -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VmgenidResult(Record):
+class VmgenidResult(NamedTuple):
     """The VM Generation ID and the walk that found it (or did not)."""
 
     guid: uuid.UUID | None
     """The GUID (printed as QMP's query-vm-generation-id does)."""
-    paddr: int | None = field(metadata=HEX)
+    paddr: Annotated[int | None, HEX]
     """Guest-physical address of the GUID (page + 40)."""
     source: Literal["acpi", "address-blob"] | None
     """How it was reached: the SSDT VMGENID's VGIA, or the saved ``etc/vmgenid_addr``."""
-    evidence: Evidence = field(default_factory=Evidence, metadata=NOT_IN_JSON)
+    evidence: Annotated[Evidence, NOT_IN_JSON]
     """Every step of the walk."""
 
     @property
@@ -286,13 +324,16 @@ class VmgenidResult(Record):
         """0 when found, 1 (a negative answer) when not."""
         return 0 if self.found else 1
 
-    def require(self) -> VmgenidResult:
+    def require(self) -> "VmgenidResult":
         """Itself when found; else :class:`~vmci.errors.NotFoundError` naming the failed step."""
         if not self.found:
             last = self.evidence.last_failure()
             raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
                                 else "no VM generation ID")
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
     def report(self) -> dict[str, Any]:
         """The JSON of ``vmci vmgenid --json``: the result and its evidence."""
@@ -308,8 +349,7 @@ class KaslrSection(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class KaslrDict:
+class KaslrDict(NamedTuple):
     """A ``kaslr`` section given as its JSON dict (:func:`vmci.kernel.kaslr.kaslr_section`)."""
 
     data: dict[str, Any]
@@ -318,8 +358,7 @@ class KaslrDict:
         return self.data
 
 
-@dataclass(frozen=True)
-class AnalyzeSummary(Record):
+class AnalyzeSummary(NamedTuple):
     """The flat answer a fleet wants per dump (one row, no provenance)."""
 
     path: str
@@ -340,9 +379,9 @@ class AnalyzeSummary(Record):
     """``BUILD-ID``."""
     crashtime: int | None
     """``CRASHTIME``."""
-    kerneloffset: int | None = field(metadata=HEX)
+    kerneloffset: Annotated[int | None, HEX]
     """KERNELOFFSET: the text's, else the page tables'."""
-    phys_base: int | None = field(metadata={"hex": True, "signed": True})
+    phys_base: Annotated[int | None, SIGNED_HEX]
     """phys_base: the text's, else the page tables'."""
     kaslr_method: str | None
     """Where those two came from."""
@@ -353,13 +392,13 @@ class AnalyzeSummary(Record):
     failing_checks: tuple[str, ...]
     """Names of the checks that FAILed."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
 
-@dataclass(frozen=True, kw_only=True)
-class AnalyzeResult(Record):
+
+class AnalyzeResult(NamedTuple):
     """Everything ``vmci analyze`` finds: discovery, checks, KASLR, the VM generation ID."""
 
-    schema: Literal[1] = SCHEMA
-    """The JSON contract version."""
     dump: DumpSummary
     """The dump as its container describes it."""
     vmcoreinfo: VmcoreinfoSection
@@ -403,6 +442,10 @@ class AnalyzeResult(Record):
             vmgenid=str(self.vmgenid.guid) if self.vmgenid and self.vmgenid.guid else None,
             status=self.status, failing_checks=self.failing_checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of schema 1: ``schema`` first, then the fields."""
+        return {"schema": SCHEMA, **to_dict(self)}
+
     def to_json(self) -> str:
         """``vmci analyze --json``."""
         return json.dumps(self.to_dict(), indent=2)
@@ -417,8 +460,7 @@ def kaslr_exit_code(section: Mapping[str, Any]) -> int:
 # -- the text for drgn and other readers ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VmcoreinfoText:
+class VmcoreinfoText(NamedTuple):
     """The VMCOREINFO text to give a reader: as found, or synthesized when none survived."""
 
     raw: bytes
@@ -442,3 +484,11 @@ class VmcoreinfoText:
             return {"source": self.source, "paddr": None, "synthesized": True, "sources": self.sources,
                     "reason": self.reason}
         return {"source": self.source, "paddr": self.paddr, "reason": self.reason, "synthesized": False}
+
+
+#: Every result record (serialized by :func:`to_dict`, described by :mod:`vmci.analysis.schema`).
+RECORDS: tuple[type, ...] = (MemoryRange, DumpSummary, NoteRecord, DumpInfo, KeyValues, VmcoreinfoSection,
+                             CandidateRecord, ProvenanceStep, CheckResult, VmgenidResult, AnalyzeSummary,
+                             AnalyzeResult)
+#: The records whose JSON starts with ``"schema": SCHEMA``.
+VERSIONED: tuple[type, ...] = (DumpInfo, AnalyzeResult)

@@ -1,9 +1,9 @@
-"""The JSON Schema of the results, generated from the dataclasses of :mod:`vmci.analysis.result`.
+"""The JSON Schema of the results, generated from the records of :mod:`vmci.analysis.result`.
 
 :data:`ANALYZE_SCHEMA` is the contract of ``vmci analyze --json`` (schema 1); :func:`schema_of`
 makes one for any result record.  Field types give the JSON types (``int | None`` is an integer
 or null, a ``Literal`` an enum, a tuple an array, a record an object with every field required
-and no other), field metadata the JSON key, and field docstrings the descriptions.  A strategy
+and no other), ``Annotated`` metadata the JSON key, and field docstrings the descriptions.  A strategy
 name is one of the registered strategies.  The ``kaslr`` section is still described by hand
 (:data:`KASLR_SCHEMA`) until its result is typed.
 
@@ -13,7 +13,6 @@ The runtime does not validate: tests check real output against these schemas wit
 from __future__ import annotations
 
 import ast
-import dataclasses
 import inspect
 import itertools
 import textwrap
@@ -105,7 +104,7 @@ def _schema(tp: Any) -> dict[str, Any]:
         return dict(_FOREIGN[tp])
     if tp in _SCALARS:
         return {"type": _SCALARS[tp]}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if tp in result.RECORDS:
         return schema_of(tp, top=False)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
@@ -126,20 +125,21 @@ def schema_of(cls: type, *, top: bool = True) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     props: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        md = f.metadata
+    if cls in result.VERSIONED:
+        props["schema"] = {"const": result.SCHEMA, "description": "The JSON contract version."}
+    for name, md in result.field_meta(cls).items():
         if md.get("json", True) is False:
             continue
-        hint = hints[f.name]
+        hint = hints[name]
         prop: dict[str, Any]
         if "empty" in md:  # None is written as this value, never as null
             rest = [a for a in typing.get_args(hint) if a is not type(None)]
             prop = {"anyOf": [_schema(rest[0] if len(rest) == 1 else hint), {"const": md["empty"]}]}
         else:
             prop = _schema(hint)
-        if f.name in docs:
-            prop["description"] = docs[f.name]
-        props[md.get("key", f.name)] = prop
+        if name in docs:
+            prop["description"] = docs[name]
+        props[md.get("key", name)] = prop
     out: dict[str, Any] = {"$schema": DIALECT} if top else {}
     out.update(title=cls.__name__, type="object", required=list(props), properties=props,
                additionalProperties=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +25,7 @@ from vmci.analysis.result import (
     Status,
     VmcoreinfoSection,
     VmgenidResult,
+    field_meta,
 )
 
 MAX_ROWS = 40
@@ -36,10 +36,6 @@ SMALL = 4096
 def console() -> Console:
     # piped output has no terminal width: do not cut addresses in tables at 80 columns
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-
-
-def _field_meta(cls: type, name: str) -> Mapping[str, Any]:
-    return next(f.metadata for f in fields(cls) if f.name == name)
 
 
 def _fmt(value: Any, hexed: bool = False, hex_keys: frozenset[str] = frozenset()) -> str:
@@ -90,7 +86,7 @@ def render_info(s: DumpInfo) -> None:
                 _hex(cpu.get("idt_base")),
             )
         c.print(t)
-    hex_keys = _field_meta(DumpInfo, "facts")["hex_keys"]
+    hex_keys = field_meta(DumpInfo)["facts"]["hex_keys"]
     facts = {k: v for k, v in s.facts.items() if k != "vmcoreinfo_text"}
     if facts:
         c.print("[bold]Header facts[/]")
@@ -138,9 +134,9 @@ def render_vmcoreinfo(v: VmcoreinfoSection, c: Console | None = None) -> None:
     c = c or console()
     if v.found and v.key_values is not None:
         c.print(f"[bold]VMCOREINFO[/] from [bold]{v.source}[/]{_addr(v.paddr)}: {escape(v.reason)}")
-        for f in fields(KeyValues):
-            key = f.metadata.get("key", f.name)
-            c.print(f"  {key:13s} {escape(_value(getattr(v.key_values, f.name), f.metadata))}")
+        for name, meta in field_meta(KeyValues).items():
+            key = meta.get("key", name)
+            c.print(f"  {key:13s} {escape(_value(getattr(v.key_values, name), meta))}")
     else:
         c.print(f"[bold red]VMCOREINFO not found[/]: {escape(v.reason)}")
 

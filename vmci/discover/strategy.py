@@ -12,8 +12,7 @@ without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from vmci.core.dump import Dump
 from vmci.discover.finding import Finding
@@ -23,8 +22,7 @@ from vmci.layouts.fw_cfg import RFC_OFFSET_V1
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Inputs:
+class Inputs(NamedTuple):
     """What the caller gives discovery besides the dump."""
 
     addr_blob: bytes | None = None
