@@ -44,8 +44,8 @@ def test_key_values_follow_field_metadata(monkeypatch) -> None:  # type: ignore[
     text = captured(monkeypatch, render.render_vmcoreinfo, r.vmcoreinfo)
     assert f"phys_base     {kv.phys_base} ({kv.phys_base & ((1 << 64) - 1):#x})" in text
     assert f"KERNELOFFSET  {kv.kerneloffset:#x}" in text and "CRASHTIME     -" in text
-    plain = kv._replace(phys_base=0x1000000)
-    section = r.vmcoreinfo._replace(key_values=plain)
+    plain = kv.replace(phys_base=0x1000000)
+    section = r.vmcoreinfo.replace(key_values=plain)
     text = captured(monkeypatch, render.render_vmcoreinfo, section)
     assert "phys_base     0x1000000" in text
     text = captured(monkeypatch, render.render_info, info)

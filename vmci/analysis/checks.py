@@ -10,10 +10,10 @@ wrong; WARN that something is off but readers cope (or a known producer bug, nam
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
 
 from vmci.analysis.result import CheckResult, Status
 from vmci.core.dump import Dump
+from vmci.core.record import Record
 from vmci.discover import strategy
 from vmci.discover.guest_note import RESULT
 from vmci.discover.run import Discovery
@@ -26,7 +26,7 @@ Check = CheckResult  # short name for the result record in this module
 _ORDER: tuple[Status, ...] = ("PASS", "WARN", "FAIL")
 
 
-class CheckContext(NamedTuple):
+class CheckContext(Record):
     """What a check looks at: the dump and every strategy's finding."""
 
     dump: Dump
@@ -46,7 +46,7 @@ class CheckContext(NamedTuple):
 CheckFn = Callable[[CheckContext], Iterable[CheckResult]]
 
 
-class RegisteredCheck(NamedTuple):
+class RegisteredCheck(Record):
     """A check in the registry: the names it reports under, when it applies, what it does."""
 
     name: str

@@ -1,10 +1,10 @@
 """Typed results of the analysis: what ``vmci analyze``, ``info``, ``vmgenid`` and ``vmcoreinfo`` answer.
 
-Every record is an immutable :class:`~typing.NamedTuple` (as drgn's helpers return theirs) with a
-docstring per field.  Its ``to_dict()`` is the JSON of schema 1 (``vmci analyze --json`` byte for
-byte); :mod:`vmci.analysis.schema` generates the JSON Schema from the same fields;
-:mod:`vmci.cli.render` prints them for people.  What the types cannot say is declared on the field
-with :data:`~typing.Annotated` metadata (see :func:`field_meta`):
+Every result is an immutable :class:`~vmci.core.record.Record` with a docstring per field.  Its
+``to_dict()`` is the JSON of schema 1 (``vmci analyze --json`` byte for byte);
+:mod:`vmci.analysis.schema` generates the JSON Schema from the same fields; :mod:`vmci.cli.render`
+prints them for people.  What the types cannot say is declared on the field with
+:data:`~typing.Annotated` metadata (read by :func:`~vmci.core.record.field_meta`):
 
 - ``key``: the JSON key when it is not the field name (``"OSRELEASE"``);
 - ``hex``: an address, offset or size, shown in hexadecimal; ``signed``: negative values are
@@ -16,16 +16,15 @@ Each result that decides a command's exit status says so (``exit_code``: 0, or 1
 answer, as :mod:`vmci.errors` documents); the CLI only maps it.
 """
 
-# No ``from __future__ import annotations`` here: NamedTuple would turn every string annotation
-# into a compiled ForwardRef at import, a third of this module's start-up cost.
+from __future__ import annotations
 
 import json
-import typing
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, NamedTuple, NewType, Protocol
+from typing import Annotated, Any, Literal, NewType, Protocol
 
 from vmci.core.evidence import Evidence, Verdict
+from vmci.core.record import Record
 from vmci.errors import NotFoundError
 from vmci.kernel.vmcoreinfo import LintWarning
 
@@ -56,55 +55,10 @@ def key(name: str, **more: Any) -> Mapping[str, Any]:
     return {"key": name, **more}
 
 
-_META: dict[type, dict[str, dict[str, Any]]] = {}
-
-
-def field_meta(cls: type) -> dict[str, dict[str, Any]]:
-    """Each field of record class ``cls`` with its merged ``Annotated`` metadata, in field order."""
-    out = _META.get(cls)
-    if out is None:
-        hints = typing.get_type_hints(cls, include_extras=True)
-        out = {}
-        for name in cls._fields:  # type: ignore[attr-defined]
-            md: dict[str, Any] = {}
-            for extra in getattr(hints[name], "__metadata__", ()):
-                md.update(extra)
-            out[name] = md
-        _META[cls] = out
-    return out
-
-
-def encode(value: Any) -> Any:
-    """``value`` as JSON types: records and other objects by their ``to_dict``, UUIDs as text,
-    tuples as lists."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: encode(v) for k, v in value.items()}
-    return value
-
-
-def to_dict(record: Any) -> dict[str, Any]:
-    """A record as JSON, field by field in declaration order (see the module doc)."""
-    out: dict[str, Any] = {}
-    for name, md in field_meta(type(record)).items():
-        if md.get("json", True) is False:
-            continue
-        value = getattr(record, name)
-        if value is None and "empty" in md:
-            value = md["empty"]
-        out[md.get("key", name)] = encode(value)
-    return out
-
-
 # -- the dump ------------------------------------------------------------------------------------
 
 
-class MemoryRange(NamedTuple):
+class MemoryRange(Record):
     """A range of guest-physical memory the dump holds."""
 
     start: Annotated[int, HEX]
@@ -112,11 +66,8 @@ class MemoryRange(NamedTuple):
     size: Annotated[int, HEX]
     """Length in bytes."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class DumpSummary(NamedTuple):
+class DumpSummary(Record):
     """The dump as its container describes it (the ``dump`` section)."""
 
     path: str
@@ -136,11 +87,8 @@ class DumpSummary(NamedTuple):
     warnings: tuple[str, ...]
     """What the reader noticed (truncation, quirks)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class NoteRecord(NamedTuple):
+class NoteRecord(Record):
     """An ELF note of the dump."""
 
     name: str
@@ -154,12 +102,11 @@ class NoteRecord(NamedTuple):
     where: str
     """Which segment or blob holds it."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class DumpInfo(NamedTuple):
+class DumpInfo(Record):
     """What ``vmci info`` shows: everything the container says, nothing inferred."""
+
+    SCHEMA_VERSION = SCHEMA
 
     path: str
     """The file as given."""
@@ -184,14 +131,11 @@ class DumpInfo(NamedTuple):
     warnings: tuple[str, ...]
     """What the reader noticed."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **to_dict(self)}
-
 
 # -- the VMCOREINFO -------------------------------------------------------------------------------
 
 
-class KeyValues(NamedTuple):
+class KeyValues(Record):
     """The values people ask for first, typed (None when absent or malformed)."""
 
     osrelease: Annotated[str | None, key("OSRELEASE")]
@@ -207,11 +151,8 @@ class KeyValues(NamedTuple):
     crashtime: Annotated[int | None, key("CRASHTIME")]
     """``CRASHTIME``: seconds since the epoch, written on the panic path."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class VmcoreinfoSection(NamedTuple):
+class VmcoreinfoSection(Record):
     """The text discovery chose (the ``vmcoreinfo`` section)."""
 
     found: bool
@@ -233,11 +174,8 @@ class VmcoreinfoSection(NamedTuple):
     reason: str
     """Why this text (or why none)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class CandidateRecord(NamedTuple):
+class CandidateRecord(Record):
     """A text one strategy found, or a hit it rejected."""
 
     source: StrategyName
@@ -259,11 +197,8 @@ class CandidateRecord(NamedTuple):
     facts: dict[str, int | str | bool | None]
     """What the strategy recorded about it (scalars only)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class ProvenanceStep(NamedTuple):
+class ProvenanceStep(Record):
     """One step of one strategy, in the order the strategies ran (the last ones are the choice's)."""
 
     strategy: str
@@ -279,11 +214,8 @@ class ProvenanceStep(NamedTuple):
     code: Annotated[str, NOT_IN_JSON] = ""
     """The step's stable code, when it has one."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class CheckResult(NamedTuple):
+class CheckResult(Record):
     """A named consistency verdict."""
 
     name: str
@@ -296,14 +228,11 @@ class CheckResult(NamedTuple):
     def __str__(self) -> str:
         return f"{self.status} {self.name}: {self.detail}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
 
 # -- VM generation ID -----------------------------------------------------------------------------
 
 
-class VmgenidResult(NamedTuple):
+class VmgenidResult(Record):
     """The VM Generation ID and the walk that found it (or did not)."""
 
     guid: uuid.UUID | None
@@ -324,16 +253,13 @@ class VmgenidResult(NamedTuple):
         """0 when found, 1 (a negative answer) when not."""
         return 0 if self.found else 1
 
-    def require(self) -> "VmgenidResult":
+    def require(self) -> VmgenidResult:
         """Itself when found; else :class:`~vmci.errors.NotFoundError` naming the failed step."""
         if not self.found:
             last = self.evidence.last_failure()
             raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
                                 else "no VM generation ID")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
     def report(self) -> dict[str, Any]:
         """The JSON of ``vmci vmgenid --json``: the result and its evidence."""
@@ -349,7 +275,7 @@ class KaslrSection(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-class KaslrDict(NamedTuple):
+class KaslrDict(Record):
     """A ``kaslr`` section given as its JSON dict (:func:`vmci.kernel.kaslr.kaslr_section`)."""
 
     data: dict[str, Any]
@@ -358,7 +284,7 @@ class KaslrDict(NamedTuple):
         return self.data
 
 
-class AnalyzeSummary(NamedTuple):
+class AnalyzeSummary(Record):
     """The flat answer a fleet wants per dump (one row, no provenance)."""
 
     path: str
@@ -392,12 +318,11 @@ class AnalyzeSummary(NamedTuple):
     failing_checks: tuple[str, ...]
     """Names of the checks that FAILed."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
 
-
-class AnalyzeResult(NamedTuple):
+class AnalyzeResult(Record):
     """Everything ``vmci analyze`` finds: discovery, checks, KASLR, the VM generation ID."""
+
+    SCHEMA_VERSION = SCHEMA
 
     dump: DumpSummary
     """The dump as its container describes it."""
@@ -442,10 +367,6 @@ class AnalyzeResult(NamedTuple):
             vmgenid=str(self.vmgenid.guid) if self.vmgenid and self.vmgenid.guid else None,
             status=self.status, failing_checks=self.failing_checks)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of schema 1: ``schema`` first, then the fields."""
-        return {"schema": SCHEMA, **to_dict(self)}
-
     def to_json(self) -> str:
         """``vmci analyze --json``."""
         return json.dumps(self.to_dict(), indent=2)
@@ -460,7 +381,7 @@ def kaslr_exit_code(section: Mapping[str, Any]) -> int:
 # -- the text for drgn and other readers ----------------------------------------------------------
 
 
-class VmcoreinfoText(NamedTuple):
+class VmcoreinfoText(Record):
     """The VMCOREINFO text to give a reader: as found, or synthesized when none survived."""
 
     raw: bytes
@@ -486,9 +407,7 @@ class VmcoreinfoText(NamedTuple):
         return {"source": self.source, "paddr": self.paddr, "reason": self.reason, "synthesized": False}
 
 
-#: Every result record (serialized by :func:`to_dict`, described by :mod:`vmci.analysis.schema`).
-RECORDS: tuple[type, ...] = (MemoryRange, DumpSummary, NoteRecord, DumpInfo, KeyValues, VmcoreinfoSection,
-                             CandidateRecord, ProvenanceStep, CheckResult, VmgenidResult, AnalyzeSummary,
-                             AnalyzeResult)
-#: The records whose JSON starts with ``"schema": SCHEMA``.
-VERSIONED: tuple[type, ...] = (DumpInfo, AnalyzeResult)
+#: Every result record with a JSON form (described by :mod:`vmci.analysis.schema`).
+RECORDS: tuple[type[Record], ...] = (
+    MemoryRange, DumpSummary, NoteRecord, DumpInfo, KeyValues, VmcoreinfoSection, CandidateRecord,
+    ProvenanceStep, CheckResult, VmgenidResult, AnalyzeSummary, AnalyzeResult)

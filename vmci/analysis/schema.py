@@ -24,6 +24,7 @@ from typing import Any
 
 from vmci.analysis import result
 from vmci.core.evidence import Evidence
+from vmci.core.record import Record, field_meta
 from vmci.discover import NAMES
 from vmci.kernel.vmcoreinfo import LintWarning
 
@@ -120,14 +121,14 @@ def _schema(tp: Any) -> dict[str, Any]:
     raise TypeError(f"no JSON schema for {tp!r}")
 
 
-def schema_of(cls: type, *, top: bool = True) -> dict[str, Any]:
+def schema_of(cls: type[Record], *, top: bool = True) -> dict[str, Any]:
     """The JSON Schema of a result record class: every serialized field, required, nothing else."""
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     props: dict[str, Any] = {}
-    if cls in result.VERSIONED:
-        props["schema"] = {"const": result.SCHEMA, "description": "The JSON contract version."}
-    for name, md in result.field_meta(cls).items():
+    if cls.SCHEMA_VERSION is not None:
+        props["schema"] = {"const": cls.SCHEMA_VERSION, "description": "The JSON contract version."}
+    for name, md in field_meta(cls).items():
         if md.get("json", True) is False:
             continue
         hint = hints[name]

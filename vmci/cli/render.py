@@ -25,8 +25,8 @@ from vmci.analysis.result import (
     Status,
     VmcoreinfoSection,
     VmgenidResult,
-    field_meta,
 )
+from vmci.core.record import field_meta
 
 MAX_ROWS = 40
 #: A hexadecimal fact at most this large is shown in decimal (small sizes read better so).

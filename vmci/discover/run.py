@@ -78,7 +78,7 @@ def with_saved_state(dump: Dump, inputs: Inputs) -> Inputs:
         addr_blob = bytes(saved["vmcoreinfo_addr_blob"])
     if fw_cfg_record is None and saved.get("fw_cfg_vmcoreinfo_record") is not None:
         fw_cfg_record = bytes(saved["fw_cfg_vmcoreinfo_record"])
-    return inputs._replace(addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
+    return inputs.replace(addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
 
 
 def strategies_for(dump: Dump, inputs: Inputs, names: Iterable[str]) -> list[str]:

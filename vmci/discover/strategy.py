@@ -12,9 +12,10 @@ without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from vmci.core.dump import Dump
+from vmci.core.record import Record
 from vmci.discover.finding import Finding
 from vmci.layouts.fw_cfg import RFC_OFFSET_V1
 
@@ -22,7 +23,7 @@ from vmci.layouts.fw_cfg import RFC_OFFSET_V1
 Progress = Callable[[int, int], None]
 
 
-class Inputs(NamedTuple):
+class Inputs(Record):
     """What the caller gives discovery besides the dump."""
 
     addr_blob: bytes | None = None
