@@ -279,6 +279,7 @@ class KaslrDict(Record):
     """A ``kaslr`` section given as its JSON dict (:func:`vmci.kernel.kaslr.kaslr_section`)."""
 
     data: dict[str, Any]
+    """The section as JSON."""
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
