@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from vmci.core.memory import Extent, PhysicalMemory, Range
-from vmci.discover.scan import scan
+from vmci.discover.memory_scan import scan
 from vmci.producer.linux import KernelLayout, note_buffer, vmcoreinfo_text
 
 MiB = 1 << 20

@@ -96,3 +96,20 @@ def run_vmci(
     (``text=False`` keeps stdout/stderr as bytes, e.g. for ``vmci read``)."""
     return subprocess.run([sys.executable, "-m", "vmci.cli", *map(str, args)], capture_output=True, text=text,
                           timeout=timeout)
+
+
+def schema_errors(value: object, schema: dict | None = None) -> list[str]:
+    """``$.path: message`` for each way ``value`` breaks ``schema`` (default: the analyze contract,
+    generated from the result dataclasses), checked by jsonschema, not by vmci."""
+    import jsonschema
+
+    if schema is None:
+        from vmci.analysis.schema import ANALYZE_SCHEMA
+
+        schema = ANALYZE_SCHEMA
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in validator.iter_errors(value):
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        out.append(f"{path}: {err.message}")
+    return out

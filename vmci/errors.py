@@ -16,6 +16,11 @@ Exit codes (also in README.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
 
 class VmciError(Exception):
     """Base of every error vmci raises on purpose. ``str(err)`` is one line for the user."""
@@ -89,3 +94,11 @@ class NotFoundError(VmciError):
     """What was asked for (vmcoreinfo, an ACPI table, a GUID) is not in the dump."""
 
     exit_code = 1
+
+
+def or_none(fn: Callable[[], _T]) -> _T | None:
+    """``fn()``, or None when it raises a :class:`VmciError` (a value that is malformed or absent)."""
+    try:
+        return fn()
+    except VmciError:
+        return None

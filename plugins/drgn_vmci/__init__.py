@@ -1,7 +1,10 @@
 """vmci's drgn plugin (entry point ``vmci`` in the ``drgn.plugins`` group).
 
-- ``%vmci kaslr|provenance|checks|release`` commands (``drgn.commands``), on the program's core
-  dump (``prog.core_dump_path``, or the dump :func:`vmci.integrations.drgn.program_from_dump` recorded);
+- ``%vmci kaslr|provenance|checks|release [--json]`` (``drgn.commands``): one command per action
+  in the :data:`VMCI_COMMANDS` namespace, reached through ``%vmci`` as drgn's ``%crash`` reaches
+  crash commands; on the program's core dump (``prog.core_dump_path``, or the dump
+  :func:`vmci.integrations.drgn.program_from_dump` recorded).  Output is vmci's own rendering
+  (:mod:`vmci.cli.render`) of its typed results; each command returns what ``--json`` prints;
 - a ``drgn_prog_set`` hook that warns when a kernel program's VMCOREINFO lacks ``KERNELOFFSET`` or
   ``NUMBER(phys_base)``, when the text is synthesized, when vmci's page-table answer disagrees with
   what drgn loaded, and when a dump drgn took for a userspace core holds a kernel.  Set
@@ -14,13 +17,19 @@ import argparse
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import drgn
-from drgn.commands import argument, command
+from drgn.commands import CommandNamespace, argument, command, raw_command
+
+if TYPE_CHECKING:
+    from vmci.analysis.result import AnalyzeResult
 
 log = logging.getLogger("drgn.plugins.vmci")
-ACTIONS = ("kaslr", "provenance", "checks", "release")
+#: The ``%vmci`` actions, one drgn command each.
+VMCI_COMMANDS = CommandNamespace(func_name_prefix="_vmci_cmd_")
+DEFAULT_ACTION = "kaslr"
+_JSON = argument("--json", action="store_true", help="print JSON")
 
 
 def _text(prog: drgn.Program) -> bytes | None:
@@ -39,15 +48,20 @@ def dump_path(prog: drgn.Program) -> str | None:
     return str(path) if path and os.path.isfile(path) else None
 
 
+def _require_dump(prog: drgn.Program) -> str:
+    path = dump_path(prog)
+    if path is None:
+        raise ValueError("the program has no core dump file vmci can open")
+    return path
+
+
 def kaslr_dict(prog: drgn.Program) -> dict[str, Any]:
     """vmci's KASLR report for the program's dump, compared with the program's own VMCOREINFO."""
     from vmci.formats import open_dump
     from vmci.kernel.kaslr import kaslr_report
     from vmci.kernel.vmcoreinfo import VmcoreInfo
 
-    path = dump_path(prog)
-    if path is None:
-        raise ValueError("the program has no core dump file vmci can open")
+    path = _require_dump(prog)
     raw = _text(prog)
     vi = VmcoreInfo.parse(raw) if raw is not None else None
     with open_dump(path) as d:
@@ -55,80 +69,93 @@ def kaslr_dict(prog: drgn.Program) -> dict[str, Any]:
     return rep.to_dict()
 
 
-def _print_kaslr(k: dict[str, Any]) -> None:
-    from vmci.core.numbers import signed_hex
-
-    def sx(v: int | None) -> str:
-        return signed_hex(v, decimal=True)
-
-    print(f"KERNELOFFSET {sx(k['kerneloffset'])}  phys_base {sx(k['phys_base'])}  method {k['method']}  "
-          f"verdict {k['verdict']}")
-    pt = k.get("page_tables")
-    if pt:
-        print(f"page tables: KERNELOFFSET {sx(pt['kerneloffset'])} phys_base {sx(pt['phys_base'])} "
-              f"(_text {pt['text_va']:#x} -> {pt['text_pa']:#x})")
-    for e in k["evidence"]:
-        print(f"  [{e['verdict']}] {e['action']}: {e['detail']}")
-
-
-@command(
-    description="vmci: KASLR, provenance and checks of the VMCOREINFO",
-    arguments=(
-        argument("action", nargs="?", default="kaslr", choices=ACTIONS,
-                 help="kaslr (default), provenance, checks, or release"),
-        argument("--json", action="store_true", help="print JSON"),
-    ),
-)
-def _cmd_vmci(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
-    if args.action == "release":
-        from vmci.kernel.synthesize import release_via
-        from vmci.kernel.vmcoreinfo import VmcoreInfo
-
-        raw = _text(prog)
-        rel = release_via(VmcoreInfo.parse(raw), prog.read) if raw is not None else None
-        print(rel)
-        return rel
-    if args.action == "kaslr":
-        k = kaslr_dict(prog)
-        if args.json:
-            print(json.dumps(k, indent=2))
-        else:
-            _print_kaslr(k)
-        return k
+def _analysis(prog: drgn.Program) -> AnalyzeResult:
     from vmci.analysis.analyze import analyze
     from vmci.formats import open_dump
 
-    path = dump_path(prog)
-    if path is None:
-        raise ValueError("the program has no core dump file vmci can open")
-    with open_dump(path) as d:
-        result = analyze(d, vmgenid=False)
-    rec = prog.cache.get("vmci", {})
+    with open_dump(_require_dump(prog)) as d:
+        return analyze(d, vmgenid=False)
+
+
+def _synthesized(prog: drgn.Program) -> bool:
     from vmci.kernel.vmcoreinfo import is_synthesized
 
-    synthesized = is_synthesized(_text(prog) or b"")
-    if args.action == "provenance":
-        found = {k: result["vmcoreinfo"][k] for k in ("found", "source", "paddr", "reason")}
-        out: Any = {"loaded_from": rec or {"source": "drgn"}, "synthesized": synthesized,
-                    "vmcoreinfo": found, "provenance": result["provenance"]}
-        if args.json:
-            print(json.dumps(out, indent=2))
-        else:
-            print(f"drgn's VMCOREINFO: {rec.get('source', 'from the dump (drgn)')}"
-                  + (" -- SYNTHESIZED by vmci from the page tables" if synthesized else ""))
-            v = out["vmcoreinfo"]
-            print(f"vmci: found={v['found']} source={v['source']} paddr={v['paddr']}: {v['reason']}")
-            for s in result["provenance"]:
-                print(f"  [{s['verdict']}] {s['strategy']}: {s['action']}: {s['detail']}")
-        return out
-    checks = result["checks"]
+    raw = _text(prog)
+    return raw is not None and is_synthesized(raw)
+
+
+@raw_command(
+    description="vmci: KASLR, provenance and checks of the VMCOREINFO",
+    usage="**vmci** [*action*] [--json]",
+    long_description="Run a vmci action on the program's dump: kaslr (default), provenance, checks, "
+    "or release.  Each is a command of its own; ``%vmci ACTION --help`` describes it.",
+)
+def _cmd_vmci(prog: drgn.Program, name: str, args: str, *, globals: dict[str, Any], **kwargs: Any) -> Any:
+    line = args.strip()
+    if not line or line.startswith("-"):
+        line = f"{DEFAULT_ACTION} {line}"
+    return VMCI_COMMANDS.run(prog, line, globals=globals)
+
+
+@command(description="KERNELOFFSET and phys_base: the VMCOREINFO drgn loaded vs the page tables",
+         arguments=(_JSON,), namespace=VMCI_COMMANDS)
+def _vmci_cmd_kaslr(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    k = kaslr_dict(prog)
+    if args.json:
+        print(json.dumps(k, indent=2))
+    else:
+        from vmci.cli.render import render_kaslr
+
+        render_kaslr(k)
+    return k
+
+
+@command(description="where drgn's VMCOREINFO came from, and every discovery strategy's evidence",
+         arguments=(_JSON,), namespace=VMCI_COMMANDS)
+def _vmci_cmd_provenance(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    result = _analysis(prog)
+    rec = prog.cache.get("vmci", {})
+    synthesized = _synthesized(prog)
+    found = {k: result.vmcoreinfo.to_dict()[k] for k in ("found", "source", "paddr", "reason")}
+    out: Any = {"loaded_from": rec or {"source": "drgn"}, "synthesized": synthesized,
+                "vmcoreinfo": found, "provenance": [s.to_dict() for s in result.provenance]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        from vmci.cli.render import console, render_provenance, render_vmcoreinfo
+
+        c = console()
+        c.print(f"drgn's VMCOREINFO: {rec.get('source', 'from the dump (drgn)')}"
+                + (" -- SYNTHESIZED by vmci from the page tables" if synthesized else ""), markup=False)
+        render_provenance(result.provenance, c)
+        render_vmcoreinfo(result.vmcoreinfo, c)
+    return out
+
+
+@command(description="vmci's consistency checks of the dump's VMCOREINFO", arguments=(_JSON,),
+         namespace=VMCI_COMMANDS)
+def _vmci_cmd_checks(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    result = _analysis(prog)
+    checks = [c.to_dict() for c in result.checks]
     if args.json:
         print(json.dumps(checks, indent=2))
     else:
-        for c in checks:
-            print(f"{c['status']:4s} {c['name']}: {c['detail']}")
-        print(f"Result: {result['status']}")
+        from vmci.cli.render import render_checks
+
+        render_checks(result.checks, result.status)
     return checks
+
+
+@command(description="the kernel release, read through drgn's VMCOREINFO", arguments=(_JSON,),
+         namespace=VMCI_COMMANDS)
+def _vmci_cmd_release(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    from vmci.kernel.synthesize import release_via
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
+
+    raw = _text(prog)
+    rel = release_via(VmcoreInfo.parse(raw), prog.read) if raw is not None else None
+    print(json.dumps(rel) if args.json else rel)
+    return rel
 
 
 def _check(prog: drgn.Program) -> list[str]:

@@ -6,9 +6,9 @@ import pytest
 from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
-from vmci.discover.acpi_walk import walk_acpi
-from vmci.discover.blob import walk_blob
-from vmci.firmware.acpi import find_ssdt
+from vmci.discover.acpi import walk_acpi
+from vmci.discover.address_blob import walk_blob
+from vmci.firmware.acpi import TABLE_FOUND, TABLE_MISSING, find_ssdt
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
@@ -77,6 +77,14 @@ def test_missing_ssdt() -> None:
     assert not f.found and fail_actions(f) == ["SSDT with OEM table id 'VMCOREIN'"]
     assert f.facts["present"] is False
     assert "VMGENID" in f.rejected[0].evidence.steps[-1].detail
+
+
+def test_presence_is_decided_by_step_codes_not_wording() -> None:
+    mem, _, _ = rfc_guest()
+    table, ev = find_ssdt(mem, "VMCOREIN")
+    assert table is not None and [s.paddr for s in ev if s.code == TABLE_FOUND] == [table.address]
+    _, ev = find_ssdt(mem, "NOSUCHID")
+    assert [s.verdict for s in ev if s.code == TABLE_MISSING] == ["fail"] and not ev.has(TABLE_FOUND)
 
 
 def test_no_acpi_at_all() -> None:

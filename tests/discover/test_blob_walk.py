@@ -7,10 +7,11 @@ import pytest
 from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
-from vmci.discover.blob import MAX_GUEST_NOTE_SIZE, walk_blob
+from vmci.discover.address_blob import walk_blob
 from vmci.discover.finding import Finding
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.layouts.acpi import SdtHeader, checksum8
+from vmci.machine.qemu_devices import MAX_GUEST_NOTE_SIZE
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo

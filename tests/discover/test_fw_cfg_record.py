@@ -6,7 +6,7 @@ import pytest
 from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Range, SparseMemory
-from vmci.discover.fw_cfg import check_record
+from vmci.discover.fw_cfg_record import check_record
 from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.producer.devices import LinuxFwCfgWriter, UpstreamVmcoreinfoDevice
 from vmci.producer.fw_cfg import FwCfg

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from vmci.core.dump import Dump
 from vmci.core.memory import Range, SparseMemory
+from vmci.discover.elf_note import find_note
 from vmci.discover.kdump_header import find_kdump_header
-from vmci.discover.note import find_note
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
 from vmci.formats.kdump import write_kdump

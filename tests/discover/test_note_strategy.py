@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmci.core.memory import Range, SparseMemory
-from vmci.discover.note import find_note
+from vmci.discover.elf_note import find_note
 from vmci.formats import open_dump
 from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes

@@ -10,8 +10,8 @@ import pytest
 from conftest import SMALL_KERNEL as SMALL
 
 from vmci.core.memory import Extent, PhysicalMemory, Range, SparseMemory
-from vmci.discover import scan as scan_mod
-from vmci.discover.scan import scan
+from vmci.discover import memory_scan as scan_mod
+from vmci.discover.memory_scan import scan
 from vmci.kernel.vmcoreinfo import build_note
 from vmci.producer.linux import KernelLayout, capture_kernel, place_vmcoreinfo, vmcoreinfo_text
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import schema_errors
 from typer.testing import CliRunner
 
 from vmci.analysis.analyze import analyze
 from vmci.analysis.kaslr import kaslr_for_dump
-from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.cli import app
 from vmci.errors import FormatError
 from vmci.formats import open_dump
@@ -151,8 +151,8 @@ def test_load_symbols_rejects_stub_and_bad_bzimage(tmp_path: Path) -> None:
 def test_analyze_and_cli_share_the_kaslr_object(tmp_path: Path) -> None:
     g, path = guest(tmp_path, seed=9, cpus=2)
     with open_dump(path) as d:
-        r = analyze(d, vmgenid=False)
-    assert validate(r, ANALYZE_SCHEMA) == []
+        r = analyze(d, vmgenid=False).to_dict()
+    assert schema_errors(r) == []
     k = r["kaslr"]
     assert k["verdict"] == "agree" and k["page_tables"]["phys_base"] == g.kernel.phys_base  # type: ignore
     out = CliRunner().invoke(app, ["kaslr", str(path), "--json", "--scan"])

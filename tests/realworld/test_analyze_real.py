@@ -22,7 +22,7 @@ def test_with_device_text_is_the_note_qemu_wrote(with_device, fmt):
         assert disc.chosen.text.raw == with_device.note_desc
         qemu_note = next(n for n in d.notes if n.name == "VMCOREINFO")
         assert qemu_note.desc == disc.chosen.text.raw
-        report = analyze(d)
+        report = analyze(d).to_dict()
         assert report["vmcoreinfo"]["found"]
         assert report["vmcoreinfo"]["text"] == with_device.note_desc.decode()
         assert report["kaslr"]["phys_base"] == with_device.facts["phys_base"]

@@ -1,37 +1,92 @@
 """Named consistency verdicts (PASS / WARN / FAIL) across the places a VMCOREINFO text was found.
 
-Each :class:`Check` has a stable ``name`` (documented in the JSON contract) and a one-line
-``detail`` saying why.  FAIL means a reader will get something wrong; WARN that something is
-off but readers cope (or a known producer bug, named).
+Each check is a function registered with :func:`check` (a name and an applicability rule) that
+yields :class:`~vmci.analysis.result.CheckResult` records: a stable ``name`` (documented in the
+JSON contract) and a one-line ``detail`` saying why.  FAIL means a reader will get something
+wrong; WARN that something is off but readers cope (or a known producer bug, named).
+:data:`CHECKS` runs in registration order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
 
+from vmci.analysis.result import CheckResult, Status
 from vmci.core.dump import Dump
 from vmci.core.headers import KdumpHeader
+from vmci.core.record import Record
+from vmci.discover import strategy
+from vmci.discover.guest_note import RESULT
 from vmci.discover.run import Discovery
 from vmci.errors import FormatError
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
-Status = Literal["PASS", "WARN", "FAIL"]
 U64 = (1 << 64) - 1
 QEMU_PHYS_BASE_BUG = "qemu-phys-base-hex-bug"
+Check = CheckResult  # short name for the result record in this module
+_ORDER: tuple[Status, ...] = ("PASS", "WARN", "FAIL")
 
 
-@dataclass(frozen=True)
-class Check:
+class CheckContext(Record):
+    """What a check looks at: the dump and every strategy's finding."""
+
+    dump: Dump
+    discovery: Discovery
+
+    @property
+    def text(self) -> VmcoreInfo | None:
+        """The chosen text, if any."""
+        chosen = self.discovery.chosen
+        return chosen.text if chosen is not None else None
+
+    @property
+    def kdump(self) -> bool:
+        return isinstance(self.dump.header, KdumpHeader)
+
+
+CheckFn = Callable[[CheckContext], Iterable[CheckResult]]
+
+
+class RegisteredCheck(Record):
+    """A check in the registry: the names it reports under, when it applies, what it does."""
+
     name: str
-    status: Status
-    detail: str
+    """The check's name (``strategy:`` and ``note-size-vs-record:`` checks add the strategy)."""
+    applies: Callable[[CheckContext], bool]
+    """Whether it has anything to say about this dump and discovery."""
+    run: CheckFn
+    """Yields its results."""
+    doc: str
+    """What it checks."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "detail": self.detail}
 
-    def __str__(self) -> str:
-        return f"{self.status} {self.name}: {self.detail}"
+#: Every check, in the order they run and report.
+CHECKS: list[RegisteredCheck] = []
+
+
+def _always(ctx: CheckContext) -> bool:
+    return True
+
+
+def check(name: str, *, applies: Callable[[CheckContext], bool] = _always) -> Callable[[CheckFn], CheckFn]:
+    """Register a check function under ``name``."""
+    def register(fn: CheckFn) -> CheckFn:
+        if any(c.name == name for c in CHECKS):
+            raise ValueError(f"check {name!r} is registered twice")
+        CHECKS.append(RegisteredCheck(name, applies, fn, (fn.__doc__ or "").strip()))
+        return fn
+    return register
+
+
+def run_checks(dump: Dump, disc: Discovery) -> list[CheckResult]:
+    """Every registered check that applies to this dump and discovery, in registry order."""
+    ctx = CheckContext(dump, disc)
+    return [r for c in CHECKS if c.applies(ctx) for r in c.run(ctx)]
+
+
+def worst(checks: Iterable[CheckResult]) -> Status:
+    """The most severe status (PASS when there is no check)."""
+    return max((c.status for c in checks), key=_ORDER.index, default="PASS")
 
 
 def qemu_hex_phys_base(text_value: str, bits: int = 64) -> int | None:
@@ -50,95 +105,112 @@ def qemu_hex_phys_base(text_value: str, bits: int = 64) -> int | None:
     return (-n if neg else n) & mask
 
 
-def run_checks(dump: Dump, disc: Discovery) -> list[Check]:
-    """Every check that applies to this dump and discovery."""
-    out: list[Check] = []
-    out += _strategy_checks(disc)
-    text = disc.chosen.text if disc.chosen is not None else None
-    out += _sources_agree(disc)
-    out += _kdump_checks(dump, disc, text)
-    out += _record_size(disc)
-    if text is not None:
-        out += _text_checks(text)
-    return out
-
-
-def _strategy_checks(disc: Discovery) -> list[Check]:
-    out = []
+@check("strategy")
+def _strategies(ctx: CheckContext) -> Iterator[CheckResult]:
+    """Each strategy that found a text PASSes; one the caller asked for or fed, or that follows a
+    device seen present, FAILs with its last failed step; no text at all FAILs vmcoreinfo-found."""
+    disc = ctx.discovery
     for f in disc.findings:
         asked = f.source in disc.requested
         present = bool(f.facts.get("present"))
         if f.found:
-            out.append(Check(f"strategy:{f.source}", "PASS", "reached a valid VMCOREINFO text"))
-        elif asked or (present and f.source in ("acpi", "address-blob", "fw-cfg-record")):
+            yield Check(f"strategy:{f.source}", "PASS", "reached a valid VMCOREINFO text")
+        elif asked or (present and strategy(f.source).device):
             fails = [s for c in f.rejected for s in c.evidence if s.verdict == "fail"]
-            fails += [s for s in f.evidence if s.verdict == "fail" and s.action != "result"]
+            fails += [s for s in f.evidence if s.verdict == "fail" and s.code != RESULT]
             why = f"{fails[-1].action}: {fails[-1].detail}" if fails else "nothing found"
-            out.append(Check(f"strategy:{f.source}", "FAIL", why))
+            yield Check(f"strategy:{f.source}", "FAIL", why)
     if not disc.found:
-        out.append(Check("vmcoreinfo-found", "FAIL", disc.reason))
-    return out
+        yield Check("vmcoreinfo-found", "FAIL", disc.reason)
 
 
-def _sources_agree(disc: Discovery) -> list[Check]:
-    valid = [c for c in disc.candidates if c.text is not None]
+@check("sources-agree")
+def _sources_agree(ctx: CheckContext) -> Iterator[CheckResult]:
+    """The texts the strategies found are byte-equal (NUL padding aside: WARN)."""
+    valid = [c for c in ctx.discovery.candidates if c.text is not None]
     by_source: dict[str, bytes] = {}
     for c in valid:
         assert c.text is not None
         by_source.setdefault(c.source, c.text.raw)
     if len(by_source) < 2:
         if by_source:
-            return [Check("sources-agree", "PASS", f"one source only ({next(iter(by_source))})")]
-        return []
+            yield Check("sources-agree", "PASS", f"one source only ({next(iter(by_source))})")
+        return
     ref_src, ref = next(iter(by_source.items()))
     differ = [s for s, raw in by_source.items() if raw != ref]
     if not differ:
-        return [Check("sources-agree", "PASS", f"{', '.join(by_source)} hold byte-equal texts")]
+        yield Check("sources-agree", "PASS", f"{', '.join(by_source)} hold byte-equal texts")
+        return
     soft = [s for s in differ if by_source[s].rstrip(b"\0") == ref.rstrip(b"\0")]
     hard = [s for s in differ if s not in soft]
     if not hard:
         detail = f"{', '.join(soft)} differ from {ref_src} only in NUL padding"
-        return [Check("sources-agree", "WARN", detail)]
+        yield Check("sources-agree", "WARN", detail)
+        return
     a, b = VmcoreInfo.parse(ref), VmcoreInfo.parse(by_source[hard[0]])
     keys = [k for k in ("OSRELEASE", "BUILD-ID", "KERNELOFFSET", "NUMBER(phys_base)", "CRASHTIME")
             if a.get(k) != b.get(k)]
     what = "; ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in keys) or "other keys differ"
-    return [Check("sources-agree", "FAIL", f"{ref_src} and {', '.join(hard)} hold different texts ({what})")]
+    yield Check("sources-agree", "FAIL", f"{ref_src} and {', '.join(hard)} hold different texts ({what})")
 
 
-def _kdump_checks(dump: Dump, disc: Discovery, text: VmcoreInfo | None) -> list[Check]:
-    if not isinstance(dump.header, KdumpHeader):
-        return []
-    out: list[Check] = []
-    kh = disc.finding("kdump-header")
-    if kh is not None and kh.facts.get("present"):
-        agree = kh.facts.get("agree")
-        off = kh.facts.get("offset_vmcoreinfo", 0)
-        if agree is True:
-            out.append(Check("kdump-vmcoreinfo-vs-notes", "PASS",
-                             f"offset_vmcoreinfo {off:#x} and the notes blob's note hold the same bytes"))
-        elif agree is False:
-            out.append(Check("kdump-vmcoreinfo-vs-notes", "FAIL",
-                             f"offset_vmcoreinfo {off:#x} (+{kh.facts.get('size_vmcoreinfo')}) and the "
-                             "notes blob's VMCOREINFO descriptor at "
-                             f"{kh.facts.get('note_desc_offset', 0):#x} "
-                             "differ: crash and libkdumpfile read different texts"))
-        else:
-            out.append(Check("kdump-vmcoreinfo-vs-notes", "WARN",
-                             "no VMCOREINFO note in the notes blob: libkdumpfile (v4+) sees none"))
-    if text is not None and dump.header.phys_base is not None:
-        out.append(_phys_base(dump, text))
-    uts = dump.header.utsname.release
-    if text is not None and uts is not None:
-        rel = text.osrelease
-        if not uts:
-            out.append(Check("utsname-vs-osrelease", "PASS",
-                             f"header utsname.release is empty (QEMU fills only machine); OSRELEASE={rel}"))
-        elif uts == rel:
-            out.append(Check("utsname-vs-osrelease", "PASS", f"both say {rel}"))
-        else:
-            out.append(Check("utsname-vs-osrelease", "FAIL", f"header release {uts!r} but OSRELEASE={rel}"))
-    return out
+def _kdump_header_seen(ctx: CheckContext) -> bool:
+    kh = ctx.discovery.finding("kdump-header")
+    return ctx.kdump and kh is not None and bool(kh.facts.get("present"))
+
+
+@check("kdump-vmcoreinfo-vs-notes", applies=_kdump_header_seen)
+def _kdump_vs_notes(ctx: CheckContext) -> Iterator[CheckResult]:
+    """crash (the sub-header's offset_vmcoreinfo) and libkdumpfile (the notes blob) read the same text."""
+    kh = ctx.discovery.finding("kdump-header")
+    assert kh is not None
+    agree = kh.facts.get("agree")
+    off = kh.facts.get("offset_vmcoreinfo", 0)
+    if agree is True:
+        yield Check("kdump-vmcoreinfo-vs-notes", "PASS",
+                    f"offset_vmcoreinfo {off:#x} and the notes blob's note hold the same bytes")
+    elif agree is False:
+        yield Check("kdump-vmcoreinfo-vs-notes", "FAIL",
+                    f"offset_vmcoreinfo {off:#x} (+{kh.facts.get('size_vmcoreinfo')}) and the "
+                    "notes blob's VMCOREINFO descriptor at "
+                    f"{kh.facts.get('note_desc_offset', 0):#x} "
+                    "differ: crash and libkdumpfile read different texts")
+    else:
+        yield Check("kdump-vmcoreinfo-vs-notes", "WARN",
+                    "no VMCOREINFO note in the notes blob: libkdumpfile (v4+) sees none")
+
+
+def _kdump_phys_base_given(ctx: CheckContext) -> bool:
+    header = ctx.dump.header
+    return isinstance(header, KdumpHeader) and ctx.text is not None and header.phys_base is not None
+
+
+@check("kdump-phys-base", applies=_kdump_phys_base_given)
+def _kdump_phys_base(ctx: CheckContext) -> Iterator[CheckResult]:
+    """The kdump header's phys_base equals the text's NUMBER(phys_base); QEMU's hexadecimal parse
+    of it is named (qemu-phys-base-hex-bug)."""
+    assert ctx.text is not None
+    yield _phys_base(ctx.dump, ctx.text)
+
+
+def _kdump_release_given(ctx: CheckContext) -> bool:
+    return ctx.kdump and ctx.text is not None
+
+
+@check("utsname-vs-osrelease", applies=_kdump_release_given)
+def _utsname(ctx: CheckContext) -> Iterator[CheckResult]:
+    """The kdump header's utsname.release equals OSRELEASE (empty, as QEMU writes it, passes)."""
+    assert ctx.text is not None
+    assert isinstance(ctx.dump.header, KdumpHeader)
+    uts = ctx.dump.header.utsname.release
+    rel = ctx.text.osrelease
+    if not uts:
+        yield Check("utsname-vs-osrelease", "PASS",
+                    f"header utsname.release is empty (QEMU fills only machine); OSRELEASE={rel}")
+    elif uts == rel:
+        yield Check("utsname-vs-osrelease", "PASS", f"both say {rel}")
+    else:
+        yield Check("utsname-vs-osrelease", "FAIL", f"header release {uts!r} but OSRELEASE={rel}")
 
 
 def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
@@ -171,39 +243,45 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
                  f"header phys_base {header:#x} but NUMBER(phys_base)={raw} ({value & mask:#x})")
 
 
-def _record_size(disc: Discovery) -> list[Check]:
-    out = []
-    for c in disc.candidates:
+@check("note-size-vs-record")
+def _record_size(ctx: CheckContext) -> Iterator[CheckResult]:
+    """A note reached through a device record fits the size the record registers (else QEMU drops it)."""
+    for c in ctx.discovery.candidates:
         size = c.facts.get("record_size")
         if size is None or c.note_size is None:
             continue
         status: Status = "PASS" if c.note_size <= size else "FAIL"
-        out.append(Check(f"note-size-vs-record:{c.source}", status,
-                         f"the note is {c.note_size} bytes, the record says {size}"
-                         + ("" if status == "PASS" else ": QEMU would drop it")))
-    return out
+        yield Check(f"note-size-vs-record:{c.source}", status,
+                    f"the note is {c.note_size} bytes, the record says {size}"
+                    + ("" if status == "PASS" else ": QEMU would drop it"))
 
 
-def _text_checks(text: VmcoreInfo) -> list[Check]:
-    out = []
-    lint = [w for w in text.warnings if w.code not in ("missing-kaslr-key",)]
+def _has_text(ctx: CheckContext) -> bool:
+    return ctx.text is not None
+
+
+@check("vmcoreinfo-lint", applies=_has_text)
+def _lint(ctx: CheckContext) -> Iterator[CheckResult]:
+    """The text is as the kernel writes it (lint warnings other than missing KASLR keys)."""
+    assert ctx.text is not None
+    lint = [w for w in ctx.text.warnings if w.code not in ("missing-kaslr-key",)]
     if lint:
-        out.append(Check("vmcoreinfo-lint", "WARN", "; ".join(str(w) for w in lint[:6])
-                         + (f"; and {len(lint) - 6} more" if len(lint) > 6 else "")))
+        yield Check("vmcoreinfo-lint", "WARN", "; ".join(str(w) for w in lint[:6])
+                    + (f"; and {len(lint) - 6} more" if len(lint) > 6 else ""))
     else:
-        out.append(Check("vmcoreinfo-lint", "PASS", "the text is as the kernel writes it"))
+        yield Check("vmcoreinfo-lint", "PASS", "the text is as the kernel writes it")
+
+
+@check("kaslr-keys", applies=_has_text)
+def _kaslr_keys(ctx: CheckContext) -> Iterator[CheckResult]:
+    """KERNELOFFSET and NUMBER(phys_base) are present (readers need them under KASLR)."""
+    text = ctx.text
+    assert text is not None
     missing = [k for k in ("KERNELOFFSET", "NUMBER(phys_base)") if k not in text]
     if not missing:
-        out.append(Check("kaslr-keys", "PASS", "KERNELOFFSET and NUMBER(phys_base) present"))
+        yield Check("kaslr-keys", "PASS", "KERNELOFFSET and NUMBER(phys_base) present")
     elif "NUMBER(phys_base)" in missing and "SYMBOL(phys_base)" in text:
-        out.append(Check("kaslr-keys", "WARN", "only the legacy SYMBOL(phys_base) (kernel < 4.10)"
-                         + ("; KERNELOFFSET missing" if "KERNELOFFSET" in missing else "")))
+        yield Check("kaslr-keys", "WARN", "only the legacy SYMBOL(phys_base) (kernel < 4.10)"
+                    + ("; KERNELOFFSET missing" if "KERNELOFFSET" in missing else ""))
     else:
-        out.append(Check("kaslr-keys", "WARN",
-                         f"missing {', '.join(missing)}: KASLR'd addresses may be wrong"))
-    return out
-
-
-def worst(checks: list[Check]) -> Status:
-    order = ("PASS", "WARN", "FAIL")
-    return max((c.status for c in checks), key=order.index, default="PASS")
+        yield Check("kaslr-keys", "WARN", f"missing {', '.join(missing)}: KASLR'd addresses may be wrong")

@@ -97,9 +97,10 @@ def kernels_in_dump(dump: Dump, *, addr_blob: bytes | None = None, fw_cfg_record
     """Every distinct kernel (release, KERNELOFFSET, phys_base, CRASHTIME) whose valid VMCOREINFO
     text the strategies find, the chosen one first.  ``scan`` adds the memory scan, which is what
     finds a second kernel's note.  Raises :class:`~vmci.errors.NotFoundError` when none is found."""
-    from vmci.discover.run import STRATEGIES, find_vmcoreinfo
+    from vmci.discover import NAMES
+    from vmci.discover.run import find_vmcoreinfo
 
-    wanted = [s for s in STRATEGIES if scan or s != "memory-scan"]
+    wanted = [s for s in NAMES if scan or s != "memory-scan"]
     if addr_blob is None:
         wanted = [s for s in wanted if s != "address-blob"]
     if fw_cfg_record is None:

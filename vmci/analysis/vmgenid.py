@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from vmci.analysis.result import VmgenidResult
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.core.memory import PhysicalMemory
@@ -32,24 +32,8 @@ def guid_from_ram(raw: bytes) -> uuid.UUID:
     return GuidLE.parse(raw)
 
 
-@dataclass
-class VmGenId:
-    guid: uuid.UUID | None
-    paddr: int | None  # of the GUID (page + 40)
-    source: str | None  # "address-blob" or "acpi"
-    evidence: Evidence = field(default_factory=Evidence)
-
-    @property
-    def found(self) -> bool:
-        return self.guid is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"guid": canonical(self.guid) if self.guid else None, "paddr": self.paddr,
-                "source": self.source}
-
-
 def find_vmgenid(mem: PhysicalMemory, *, addr_blob: bytes | None = None, scan_all: bool = True,
-                 rsdp_address: int | None = None) -> VmGenId:
+                 rsdp_address: int | None = None) -> VmgenidResult:
     """Find the GUID: through the saved blob when given, else through ACPI.
 
     ``rsdp_address`` reuses an RSDP found before; ``scan_all=False`` looks only in the F-segment.
@@ -69,26 +53,27 @@ def find_vmgenid(mem: PhysicalMemory, *, addr_blob: bytes | None = None, scan_al
         rsdp, sub = find_rsdp(mem, scan_all=scan_all)
         ev.steps.extend(sub.steps)
     if rsdp is None:
-        return VmGenId(None, None, None, ev)
+        return VmgenidResult(None, None, None, ev)
     vgia, sub = find_named_dword(mem, OEM_TABLE_ID, VAR, rsdp)
     ev.steps.extend(sub.steps)
     if vgia is None:
-        return VmGenId(None, None, None, ev)
+        return VmgenidResult(None, None, None, ev)
     if vgia == 0 or vgia % PAGE_BLOB_SIZE:
         ev.fail("VGIA", f"VGIA {vgia:#x} is not a linked page address", vgia or None)
-        return VmGenId(None, None, "acpi", ev)
+        return VmgenidResult(None, None, "acpi", ev)
     ev.ok("VGIA", f"page base {vgia:#x}", vgia)
     return _read_guid(mem, vgia, "acpi", ev)
 
 
-def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence) -> VmGenId:
+def _read_guid(mem: PhysicalMemory, page: int | None, source: Literal["acpi", "address-blob"],
+               ev: Evidence) -> VmgenidResult:
     if page is None:
-        return VmGenId(None, None, source, ev)
+        return VmgenidResult(None, None, source, ev)
     try:
         raw = mem.read(page, PAGE_BLOB_SIZE)
     except VmciError:
         ev.fail("page readable", "the GUID page is not all in the dump", page)
-        return VmGenId(None, None, source, ev)
+        return VmgenidResult(None, None, source, ev)
     check_suppressor(raw, page, 36, ev)
     check_ovmf_probe(raw, page, ev)
     pad = raw[36:VMGENID_GUID_OFFSET]
@@ -100,10 +85,10 @@ def _read_guid(mem: PhysicalMemory, page: int | None, source: str, ev: Evidence)
         ev.warn("guid", "the GUID is all zero (QEMU never wrote one?)", at)
     else:
         ev.ok("guid", f"{raw[at - page:at - page + 16].hex(' ')} in RAM = {canonical(guid)}", at)
-    return VmGenId(guid, at, source, ev)
+    return VmgenidResult(guid, at, source, ev)
 
 
-def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **options: Any) -> VmGenId:
+def find_vmgenid_in_dump(dump: Dump, *, addr_blob: bytes | None = None, **options: Any) -> VmgenidResult:
     """:func:`find_vmgenid` on a dump: a saved VM's own ``etc/vmgenid_addr`` (migration stream)
     serves as the blob when the caller gives none."""
     if addr_blob is None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from vmci.cli.app import errors
+from vmci.cli.app import errors, exit_with
 from vmci.cli.params import BaseOpt, BlobOpt, DumpArg, FormatOpt, JsonOpt, RecordOpt, blob_arg, open_dump_arg
 from vmci.cli.progress import progress_for
 from vmci.errors import UsageError
@@ -52,10 +51,9 @@ def analyze(
                 if progress is not None:
                     progress.close()
         if json_out:
-            typer.echo(json.dumps(result, indent=2))
+            typer.echo(result.to_json())
         else:
             from vmci.cli.render import render_analysis
 
             render_analysis(result)
-        if not result["vmcoreinfo"]["found"] or result["status"] == "FAIL":
-            raise typer.Exit(1)
+        exit_with(result.exit_code)

@@ -2,7 +2,8 @@
 
 Every command runs its body inside :func:`errors`: a :class:`~vmci.errors.VmciError` becomes one
 line on stderr and its documented exit code (see :mod:`vmci.errors`), an interrupt exits 130, a
-closed pipe exits 0.  Commands never print tracebacks.
+closed pipe exits 0.  Commands never print tracebacks.  A command whose answer can be negative
+ends with :func:`exit_with` and the ``exit_code`` the library's result decided.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def errors() -> Iterator[None]:
         raise typer.Exit(130) from None
     except BrokenPipeError:
         raise typer.Exit(0) from None
+
+
+def exit_with(code: int) -> None:
+    """End the command with ``code`` (0 returns): the status a library result decided."""
+    if code:
+        raise typer.Exit(code)
 
 
 def os_error(path: Path, e: OSError) -> int:

@@ -15,12 +15,12 @@ def info(
 ) -> None:
     """Describe a dump: format, architecture, memory ranges, notes, CPUs and header facts."""
     with errors(), open_dump_arg(dump, format, raw_base) as d:
-        from vmci.analysis.report import dump_summary
+        from vmci.analysis.analyze import dump_info
 
-        summary = dump_summary(d)
+        info = dump_info(d)
         if json_out:
-            typer.echo(json.dumps(jsonable(summary), indent=2))
+            typer.echo(json.dumps(jsonable(info.to_dict()), indent=2))
             return
         from vmci.cli.render import render_info
 
-        render_info(summary)
+        render_info(info)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmci.cli.app import errors
+from vmci.cli.app import errors, exit_with
 from vmci.cli.params import BaseOpt, BlobOpt, DumpArg, FormatOpt, JsonOpt, SymbolsOpt, blob_arg, open_dump_arg
 
 
@@ -48,5 +48,6 @@ def kaslr(
             from vmci.cli.render import render_kaslr
 
             render_kaslr(result)
-        if result.failed:
-            raise typer.Exit(1)
+        from vmci.analysis.result import kaslr_exit_code
+
+        exit_with(kaslr_exit_code(result.to_dict()))

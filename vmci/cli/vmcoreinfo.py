@@ -33,20 +33,13 @@ def vmcoreinfo(
     with errors():
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
         with open_dump_arg(dump, format, raw_base) as d:
-            from vmci.discover.run import find_vmcoreinfo
-            from vmci.errors import NotFoundError
+            from vmci.analysis.text import vmcoreinfo_text
 
-            disc = find_vmcoreinfo(d, addr_blob=blob)
-            if (disc.chosen is None or disc.chosen.text is None) and synthesize:
-                from vmci.kernel.synthesize import synthesize as make
-
-                raw = make(d).text
+            found = vmcoreinfo_text(d, addr_blob=blob, synthesize=synthesize)
+            if found.synthesized:
                 typer.echo("vmci: no VMCOREINFO found; this text is SYNTHESIZED from the page tables",
                            err=True)
-            elif disc.chosen is None or disc.chosen.text is None:
-                raise NotFoundError(f"no VMCOREINFO in {dump}: {disc.reason}")
-            else:
-                raw = disc.chosen.text.raw
+            raw = found.raw
         if note:
             from vmci.kernel.vmcoreinfo import build_note
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmci.cli.app import errors
+from vmci.cli.app import errors, exit_with
 from vmci.cli.params import BaseOpt, DumpArg, FormatOpt, JsonOpt, blob_arg, open_dump_arg
 
 
@@ -27,17 +27,10 @@ def vmgenid(
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
         with open_dump_arg(dump, format, raw_base) as d:
             from vmci.analysis.vmgenid import find_vmgenid_in_dump
-            from vmci.errors import NotFoundError
 
             found = find_vmgenid_in_dump(d, addr_blob=blob)
         if json_out:
-            typer.echo(json.dumps({"schema": 1, **found.to_dict(), "evidence": found.evidence.to_dict()},
-                                  indent=2))
-            if not found.found:
-                raise typer.Exit(1)
+            typer.echo(json.dumps(found.report(), indent=2))
+            exit_with(found.exit_code)
             return
-        if not found.found:
-            last = next((s for s in reversed(found.evidence.steps) if s.verdict == "fail"), None)
-            raise NotFoundError(f"no VM generation ID: {last.action}: {last.detail}" if last
-                                else "no VM generation ID")
-        typer.echo(f"{found.to_dict()['guid']}")
+        typer.echo(str(found.require().guid))

@@ -12,14 +12,12 @@ from typing import Any
 from vmci.core.evidence import Evidence
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
-#: Where a candidate text came from.
-SOURCES = ("elf-note", "kdump-header", "address-blob", "acpi", "fw-cfg-record", "memory-scan")
-
 
 @dataclass
 class Candidate:
     """A VMCOREINFO text one strategy found (or a hit it rejected: ``text`` None or failed).
 
+    ``source`` is the name of the strategy that found it (:data:`vmci.discover.NAMES`).
     ``paddr`` is the physical address of the note header when the text came from guest memory
     as a note; ``data_paddr`` that of the kernel's separate raw-text page when one was seen.
     """
@@ -31,10 +29,6 @@ class Candidate:
     evidence: Evidence = field(default_factory=Evidence)
     data_paddr: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown candidate source {self.source!r}")
 
     @property
     def valid(self) -> bool:

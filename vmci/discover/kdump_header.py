@@ -8,17 +8,41 @@ readers sees another text (or none).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vmci.core.dump import Dump
 from vmci.core.headers import KdumpHeader
 from vmci.discover.finding import Candidate, Finding
+from vmci.discover.guest_note import note_size
+from vmci.discover.strategy import Inputs
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
+NAME = "kdump-header"
 KDUMP_NOTES = "kdump notes"
+
+
+class KdumpHeaderStrategy:
+    """The kdump sub-header's pointer, on kdump dumps (on others only when named: it then says why
+    there is nothing)."""
+
+    name = NAME
+    rank = 20
+    why = "the kdump sub-header's offset_vmcoreinfo, what crash reads"
+    needs = None
+    device = False
+    searches = False
+    last_resort = False
+
+    def applies(self, dump: Dump, inputs: Inputs) -> bool:
+        return isinstance(dump.header, KdumpHeader)
+
+    def run(self, dump: Dump, inputs: Inputs, earlier: Sequence[Finding] = ()) -> Finding:
+        return find_kdump_header(dump)
 
 
 def find_kdump_header(dump: Dump) -> Finding:
     """The text at ``offset_vmcoreinfo``, with the notes-blob comparison in the evidence."""
-    finding = Finding("kdump-header")
+    finding = Finding(NAME)
     fev = finding.evidence
     header = dump.header
     if not isinstance(header, KdumpHeader):
@@ -33,7 +57,7 @@ def find_kdump_header(dump: Dump) -> Finding:
     text_raw = header.vmcoreinfo_text
     finding.facts.update({"offset_vmcoreinfo": off, "size_vmcoreinfo": size,
                           "offset_note": header.offset_note, "size_note": header.size_note})
-    cand = Candidate("kdump-header", None, None, None)
+    cand = Candidate(NAME, None, None, None)
     ev = cand.evidence
     cand.facts.update({"file_offset": off, "size": size})
     if not size:
@@ -48,7 +72,7 @@ def find_kdump_header(dump: Dump) -> Finding:
         else:
             ev.ok("offset_vmcoreinfo", f"{size} bytes at file offset {off:#x}, OSRELEASE={text.osrelease}")
             cand.text = text
-            cand.note_size = 24 + ((size + 3) & ~3)
+            cand.note_size = note_size(size)
     note = next((n for n in dump.notes if n.name == "VMCOREINFO" and n.where == KDUMP_NOTES), None)
     if note is None:
         agree = None

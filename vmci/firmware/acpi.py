@@ -40,8 +40,15 @@ FAIL: Verdict = "fail"
 INFO: Verdict = "info"
 
 
-def _step(ev: Evidence, paddr: int | None, action: str, verdict: Verdict, detail: str = "") -> None:
-    ev.add(action, detail, verdict, paddr)
+#: Step codes: the table looked for by signature and OEM table id was found (maybe with a bad
+#: checksum) or is missing.
+TABLE_FOUND = "acpi.table-found"
+TABLE_MISSING = "acpi.table-missing"
+
+
+def _step(ev: Evidence, paddr: int | None, action: str, verdict: Verdict, detail: str = "", *,
+          code: str = "") -> None:
+    ev.add(action, detail, verdict, paddr, code=code)
 
 
 @dataclass(frozen=True)
@@ -289,11 +296,12 @@ def find_ssdt(mem: PhysicalMemory, oem_table_id: str, rsdp: Rsdp | None = None,
     if not matches:
         _step(ev, None, f"{signature} with OEM table id {oem_table_id!r}", FAIL,
               f"not among {len(tables)} table(s): " + ", ".join(
-              f"{t.signature}/{t.oem_table_id}" for t in tables))
+              f"{t.signature}/{t.oem_table_id}" for t in tables), code=TABLE_MISSING)
         return None, ev
     best = next((t for t in matches if t.checksum_ok), matches[0])
     _step(ev, best.address, f"{signature} with OEM table id {oem_table_id!r}",
-          OK if best.checksum_ok else FAIL, "found" if best.checksum_ok else "found, bad checksum")
+          OK if best.checksum_ok else FAIL, "found" if best.checksum_ok else "found, bad checksum",
+          code=TABLE_FOUND)
     return best, ev
 
 

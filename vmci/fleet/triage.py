@@ -59,7 +59,7 @@ def triage(path: str | os.PathLike[str], options: TriageOptions | None = None) -
 
         with open_dump(Path(path), format=opts.format, raw_base=opts.raw_base) as dump:
             analysis = analyze(dump, vmgenid=False)
-            found = _record_from_analysis(dump, analysis, opts)
+            found = _record_from_analysis(dump, analysis.to_dict(), opts)
         base.update(found)
     except VmciError as e:
         base.update(error_class=type(e).__name__, error=str(e), exit_code=e.exit_code)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
-from vmci.errors import NotFoundError, UnsupportedError, UsageError
+from vmci.errors import UnsupportedError, UsageError
+from vmci.machine.qemu_devices import MAX_GUEST_NOTE_SIZE
 
 if TYPE_CHECKING:
     import drgn
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 CACHE_KEY = "vmci"
 _NATIVE = ("elf", "kdump", "kdump-flattened")
 
-MAX_VMCOREINFO_FILE = 1 << 20  # QEMU accepts guest notes up to 1 MiB
 
 
 def _drgn() -> Any:
@@ -75,29 +75,17 @@ def vmcoreinfo_for_dump(
     synthesize: bool = True,
     symbols: KernelSymbols | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
-    """``(text, provenance)``: the text every discovery strategy agrees on, else a synthesized one.
+    """``(text, provenance)``: the text every discovery strategy agrees on, else a synthesized one
+    (:func:`vmci.analysis.text.vmcoreinfo_text`).
 
     ``provenance`` holds ``source`` (a strategy name or ``"synthesized"``), ``paddr``, ``reason``
     and ``synthesized``.
     """
-    from vmci.discover.run import find_vmcoreinfo
+    from vmci.analysis.text import vmcoreinfo_text
 
-    disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record)
-    c = disc.chosen
-    if c is not None and c.text is not None:
-        return c.text.raw, {"source": c.source, "paddr": c.paddr, "reason": disc.reason, "synthesized": False}
-    if not synthesize:
-        raise NotFoundError(f"no VMCOREINFO in {dump.path}: {disc.reason}")
-    from vmci.kernel.synthesize import synthesize as make
-
-    s = make(dump, symbols=symbols)
-    return s.text, {
-        "source": "synthesized",
-        "paddr": None,
-        "synthesized": True,
-        "sources": s.sources,
-        "reason": f"{disc.reason}; synthesized from the page tables and the kernel image",
-    }
+    got = vmcoreinfo_text(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize,
+                          symbols=symbols)
+    return got.raw, got.provenance()
 
 
 class _DropFlattenedWarning(logging.Filter):
@@ -157,8 +145,8 @@ def program_from_dump(
     try:
         if isinstance(vmcoreinfo, os.PathLike):
             try:
-                if Path(vmcoreinfo).stat().st_size > MAX_VMCOREINFO_FILE:
-                    raise UsageError(f"{vmcoreinfo} is over {MAX_VMCOREINFO_FILE} bytes: no VMCOREINFO text")
+                if Path(vmcoreinfo).stat().st_size > MAX_GUEST_NOTE_SIZE:  # QEMU's limit for guest notes
+                    raise UsageError(f"{vmcoreinfo} is over {MAX_GUEST_NOTE_SIZE} bytes: no VMCOREINFO text")
                 text = Path(vmcoreinfo).read_bytes()
             except OSError as e:
                 raise UsageError(f"cannot read {vmcoreinfo}: {e.strerror}") from None

@@ -43,6 +43,9 @@ SECTION_SIZES = {
 ADDR_BLOB_SIZE = VmgenidSection.sizeof()
 
 
+#: QEMU's dump.c dump_init() ignores a guest note larger than this (MAX_GUEST_NOTE_SIZE, 1 MiB).
+MAX_GUEST_NOTE_SIZE = 1 << 20
+
 def decode_section(idstr: str, raw: bytes, *, section_id: int, version_id: int, offset: int,
                    field_names: Sequence[str] = ()) -> DeviceState:
     """The device state in the payload ``raw`` of a ``vmcoreinfo`` or ``vmgenid`` section.

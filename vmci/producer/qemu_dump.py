@@ -33,9 +33,9 @@ from vmci.formats.notes import encode_notes
 from vmci.layouts.elf import EM_X86_64
 from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
+from vmci.machine.qemu_devices import MAX_GUEST_NOTE_SIZE
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
 
-MAX_GUEST_NOTE_SIZE = 1 << 20
 QEMU_CPU_SIZE = 440  # QEMUCPUState with kernel_gs_base (QEMU 3.0 .. 9.x)
 _NHDR = note_header_struct("little")  # QEMU reads the guest note in the target's order (x86: LE)
 _U64 = (1 << 64) - 1

@@ -8,11 +8,34 @@ notes that carry such a text under another name or type are reported, not used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vmci.core.dump import Dump, Note
 from vmci.discover.finding import Candidate, Finding
-from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_TYPE, VmcoreInfo
+from vmci.discover.guest_note import RESULT, check_text, note_size
+from vmci.discover.strategy import Inputs
+from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE
 
-NAME = "VMCOREINFO"
+NAME = "elf-note"
+_NOTE_NAME = VMCOREINFO_NOTE_NAME.decode()
+
+
+class ElfNoteStrategy:
+    """The dump's own VMCOREINFO note (ELF PT_NOTE or the kdump notes blob)."""
+
+    name = NAME
+    rank = 10
+    why = "the dump's own note: what QEMU (or kexec) copied from the guest at dump time"
+    needs = None
+    device = False
+    searches = False
+    last_resort = False
+
+    def applies(self, dump: Dump, inputs: Inputs) -> bool:
+        return True
+
+    def run(self, dump: Dump, inputs: Inputs, earlier: Sequence[Finding] = ()) -> Finding:
+        return find_note(dump)
 
 
 def _looks_like_text(desc: bytes) -> bool:
@@ -26,15 +49,15 @@ def _where(n: Note) -> str:
 
 def find_note(dump: Dump) -> Finding:
     """Every VMCOREINFO note among ``dump.notes``; the first valid one is chosen."""
-    finding = Finding("elf-note")
+    finding = Finding(NAME)
     fev = finding.evidence
     fev.info("notes", f"{len(dump.notes)} note(s) in the dump: "
                       + (", ".join(f"{n.name or '-'}/{n.type}" for n in dump.notes[:12]) or "none"))
     for index, n in enumerate(dump.notes):
-        named = n.name == NAME
+        named = n.name == _NOTE_NAME
         if not named and not _looks_like_text(n.desc):
             continue
-        cand = Candidate("elf-note", None, None, None)
+        cand = Candidate(NAME, None, None, None)
         cand.facts.update({"note_index": index, "file_offset": n.offset, "where": n.where,
                            "desc_offset": n.desc_offset})
         ev = cand.evidence
@@ -49,31 +72,25 @@ def find_note(dump: Dump) -> Finding:
             finding.rejected.append(cand)
             continue
         ev.ok("note type", "n_type 0")
-        text = VmcoreInfo.parse(n.desc)
-        keyed = [ln for ln in text.lines if ln.key]
-        if not keyed:
-            ev.fail("text", f"{len(n.desc)}-byte descriptor without KEY=value lines")
+        text = check_text(n.desc, ev, prefix=f"{len(n.desc)} bytes, ",
+                          empty=f"{len(n.desc)}-byte descriptor without KEY=value lines")
+        if text is None:
             finding.rejected.append(cand)
             continue
-        codes = sorted({w.code for w in text.warnings})
-        detail = f"{len(n.desc)} bytes, {len(keyed)} KEY=value lines, OSRELEASE={text.osrelease}"
-        if codes:
-            ev.warn("text", detail + "; lint: " + ", ".join(codes))
-        else:
-            ev.ok("text", detail)
         cand.text = text
-        cand.note_size = 12 + 12 + ((len(n.desc) + 3) & ~3)
+        cand.note_size = note_size(len(n.desc))
         finding.candidates.append(cand)
     if not finding.candidates:
         fev.fail("result", "no VMCOREINFO note in the dump" if not finding.rejected
-                 else "only unusable VMCOREINFO-like notes")
+                 else "only unusable VMCOREINFO-like notes", code=RESULT)
         return finding
     finding.chosen = finding.candidates[0]
     where = _where(dump.notes[finding.chosen.facts["note_index"]])
     if len(finding.candidates) > 1:
         same = len({c.text.raw for c in finding.candidates if c.text}) == 1
         fev.warn("result", f"{len(finding.candidates)} VMCOREINFO notes "
-                           f"({'identical' if same else 'DIFFERENT texts'}); using the first, {where}")
+                           f"({'identical' if same else 'DIFFERENT texts'}); using the first, {where}",
+                 code=RESULT)
     else:
-        fev.ok("result", f"one VMCOREINFO note, {where}")
+        fev.ok("result", f"one VMCOREINFO note, {where}", code=RESULT)
     return finding

@@ -6,11 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from vmci.analysis.checks import QEMU_PHYS_BASE_BUG, qemu_hex_phys_base, run_checks
+from vmci.analysis import checks as checks_mod
+from vmci.analysis.checks import (
+    CHECKS,
+    QEMU_PHYS_BASE_BUG,
+    CheckContext,
+    check,
+    qemu_hex_phys_base,
+    run_checks,
+    worst,
+)
+from vmci.analysis.result import CheckResult
 from vmci.core.dump import Dump
 from vmci.core.memory import Range, SparseMemory
 from vmci.discover.run import find_vmcoreinfo
 from vmci.formats import open_dump
+from vmci.formats.elf import write_elf
 from vmci.formats.kdump import write_kdump
 from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
@@ -85,3 +96,32 @@ def test_lint_and_missing_kaslr_keys_warn(tmp_path: Path) -> None:
         got = checks(d)
         assert got["vmcoreinfo-lint"][0] == "WARN" and "crlf" in got["vmcoreinfo-lint"][1]
         assert got["kaslr-keys"][0] == "WARN" and "KERNELOFFSET" in got["kaslr-keys"][1]
+
+
+def test_checks_are_registered_in_report_order() -> None:
+    assert [c.name for c in CHECKS] == [
+        "strategy", "sources-agree", "kdump-vmcoreinfo-vs-notes", "kdump-phys-base", "utsname-vs-osrelease",
+        "note-size-vs-record", "vmcoreinfo-lint", "kaslr-keys"]
+    assert all(c.doc for c in CHECKS)
+    with pytest.raises(ValueError, match="registered twice"):
+        check("sources-agree")(lambda ctx: ())
+
+
+def test_applicability_and_a_new_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elf = tmp_path / "d.elf"
+    text = vmcoreinfo_text(KernelLayout(phys_base=0))
+    with elf.open("wb") as f:
+        write_elf(f, SparseMemory([Range(0, 8 * MiB)]), encode_notes([("VMCOREINFO", 0, text)]))
+    with open_dump(elf) as d:
+        assert not {"kdump-vmcoreinfo-vs-notes", "kdump-phys-base", "utsname-vs-osrelease"} & set(checks(d))
+    monkeypatch.setattr(checks_mod, "CHECKS", list(CHECKS))
+
+    @check("release-known", applies=lambda ctx: ctx.text is not None)
+    def _release(ctx: CheckContext) -> list[CheckResult]:
+        assert ctx.text is not None
+        return [CheckResult("release-known", "PASS", f"{ctx.text.osrelease}")]
+
+    with kdump(tmp_path, text) as d:
+        got = run_checks(d, find_vmcoreinfo(d))
+    assert got[-1] == CheckResult("release-known", "PASS", KernelLayout().osrelease)
+    assert worst(got) == "PASS" and worst([]) == "PASS"

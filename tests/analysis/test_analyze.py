@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_KERNEL as SMALL
+from conftest import schema_errors
 
 from vmci.analysis.analyze import analyze
-from vmci.analysis.report import ANALYZE_SCHEMA, validate
+from vmci.analysis.schema import ANALYZE_SCHEMA
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
 from vmci.formats.elf import write_elf
@@ -46,18 +47,19 @@ def write(tmp_path: Path, mem: SparseMemory, text: bytes | None, kind: str = "el
 
 
 def test_validator_catches_contract_breaks() -> None:
-    assert validate({"schema": 2}, ANALYZE_SCHEMA)
+    assert schema_errors({"schema": 2})
     bad = {"schema": 1, "dump": {"format": "elf", "arch": "x86_64", "ranges": [{"start": "0x0", "size": 1}]}}
-    errs = validate(bad, ANALYZE_SCHEMA)
-    assert any("$.dump.ranges[0].start" in e for e in errs) and any("missing 'vmcoreinfo'" in e for e in errs)
-    assert validate(True, {"type": "integer"}) and not validate(3, {"type": ["integer", "null"]})
+    errs = schema_errors(bad)
+    assert any("$.dump.ranges[0].start" in e for e in errs)
+    assert any("'vmcoreinfo' is a required property" in e for e in errs)
+    assert schema_errors(True, {"type": "integer"}) and not schema_errors(3, {"type": ["integer", "null"]})
 
 
 def test_rfc_guest_elf_with_note_and_blob(tmp_path: Path) -> None:
     mem, dev, placed = guest()
     with open_dump(write(tmp_path, mem, placed.text)) as d:
-        r = analyze(d, addr_blob=bytes(dev.addr_le))
-    assert validate(r, ANALYZE_SCHEMA) == []
+        r = analyze(d, addr_blob=bytes(dev.addr_le)).to_dict()
+    assert schema_errors(r) == []
     json.dumps(r)
     v = r["vmcoreinfo"]
     assert v["found"] and v["source"] == "elf-note" and v["text"] == placed.text.decode()
@@ -74,8 +76,8 @@ def test_rfc_guest_elf_with_note_and_blob(tmp_path: Path) -> None:
 def test_note_less_rfc_guest_found_through_acpi(tmp_path: Path) -> None:
     mem, _, placed = guest()
     with open_dump(write(tmp_path, mem, None)) as d:
-        r = analyze(d)
-    assert validate(r, ANALYZE_SCHEMA) == []
+        r = analyze(d).to_dict()
+    assert schema_errors(r) == []
     assert r["vmcoreinfo"]["source"] == "acpi" and r["vmcoreinfo"]["paddr"] == placed.note_paddr
     names = {c["name"] for c in r["checks"]}
     assert "strategy:memory-scan" not in names  # no scan was needed
@@ -86,8 +88,8 @@ def test_note_less_rfc_guest_found_through_acpi(tmp_path: Path) -> None:
 def test_note_less_plain_guest_found_by_scan(tmp_path: Path) -> None:
     mem, _, placed = guest(devices=False)
     with open_dump(write(tmp_path, mem, None, "kdump")) as d:
-        r = analyze(d)
-    assert validate(r, ANALYZE_SCHEMA) == []
+        r = analyze(d).to_dict()
+    assert schema_errors(r) == []
     assert r["vmcoreinfo"]["source"] == "memory-scan" and r["vmcoreinfo"]["paddr"] == placed.note_paddr
     assert r["vmgenid"] is None and r["status"] != "FAIL"
 
@@ -96,8 +98,8 @@ def test_nothing_found(tmp_path: Path) -> None:
     mem = SparseMemory([Range(0, 8 * MiB)])
     mem.write(0x1000, b"nothing here")
     with open_dump(write(tmp_path, mem, None)) as d:
-        r = analyze(d)
-    assert validate(r, ANALYZE_SCHEMA) == []
+        r = analyze(d).to_dict()
+    assert schema_errors(r) == []
     assert not r["vmcoreinfo"]["found"] and r["status"] == "FAIL" and r["kaslr"]["method"] is None
     assert {"name": "vmcoreinfo-found", "status": "FAIL",
             "detail": "no strategy found a valid VMCOREINFO text"} in r["checks"]
@@ -107,7 +109,7 @@ def test_faulty_blob_is_a_failed_check(tmp_path: Path) -> None:
     mem, dev, placed = guest()
     mem.write(dev.address, (3).to_bytes(4, "little"))  # unknown version
     with open_dump(write(tmp_path, mem, placed.text)) as d:
-        r = analyze(d, addr_blob=bytes(dev.addr_le))
+        r = analyze(d, addr_blob=bytes(dev.addr_le)).to_dict()
     assert r["vmcoreinfo"]["found"] and r["status"] == "FAIL"
     failed = {c["name"]: c["detail"] for c in r["checks"] if c["status"] == "FAIL"}
     assert "unknown vmcoreinfo memory version 3" in failed["strategy:address-blob"]
@@ -117,7 +119,7 @@ def test_faulty_blob_is_a_failed_check(tmp_path: Path) -> None:
 def test_strategy_selection(tmp_path: Path) -> None:
     mem, _, placed = guest()
     with open_dump(write(tmp_path, mem, placed.text)) as d:
-        r = analyze(d, strategies=["memory-scan"], vmgenid=False)
+        r = analyze(d, strategies=["memory-scan"], vmgenid=False).to_dict()
         assert r["vmcoreinfo"]["source"] == "memory-scan" and r["vmgenid"] is None
         assert {c["source"] for c in r["candidates"]} == {"memory-scan"}
         from vmci.errors import UsageError
@@ -132,5 +134,5 @@ def test_jsonschema_agrees_when_installed(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     mem, dev, placed = guest()
     with open_dump(write(tmp_path, mem, placed.text)) as d:
-        r = analyze(d, addr_blob=bytes(dev.addr_le))
+        r = analyze(d, addr_blob=bytes(dev.addr_le)).to_dict()
     jsonschema.validate(r, ANALYZE_SCHEMA)

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from vmci.arch import for_vmcoreinfo
+from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.core.memory import Buffer, PhysicalMemory
 from vmci.discover.finding import Candidate, Finding
-from vmci.errors import VmciError
+from vmci.discover.guest_note import note_size, read_or_none
+from vmci.discover.strategy import Inputs, Progress
+from vmci.errors import VmciError, or_none
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 
+NAME = "memory-scan"
 NEEDLE = VMCOREINFO_NOTE_NAME + b"\0"
 TEXT_MAGIC = b"OSRELEASE="
 #: VMCOREINFO_BYTES is PAGE_SIZE; 256 KiB is the largest Linux page size.
@@ -39,8 +43,25 @@ MAX_REJECTED = 64
 _PRINTABLE = frozenset(string.printable.encode())
 _NEEDLE_RE = re.compile(re.escape(NEEDLE))
 
-Progress = Callable[[int, int], None]
 Mode = Literal["auto", "aligned", "full"]
+
+
+class MemoryScanStrategy:
+    """Scan guest memory for the kernel's note: by default only when nothing else found a text."""
+
+    name = NAME
+    rank = 60
+    why = "the only text found, by scanning memory"
+    needs = None
+    device = False
+    searches = True
+    last_resort = True
+
+    def applies(self, dump: Dump, inputs: Inputs) -> bool:
+        return True
+
+    def run(self, dump: Dump, inputs: Inputs, earlier: Sequence[Finding] = ()) -> Finding:
+        return scan(dump.memory, byteorder=dump.byte_order, progress=inputs.progress)
 
 
 def scan(
@@ -55,7 +76,7 @@ def scan(
     justified choice.  ``progress(bytes_done, bytes_total)`` is called as the scan advances."""
     if mode not in ("auto", "aligned", "full"):
         raise ValueError(f"unknown scan mode {mode!r}")
-    finding = Finding("memory-scan")
+    finding = Finding(NAME)
     ev = finding.evidence
     total = mem.size
     passes = 2 if mode == "full" else 1
@@ -139,7 +160,7 @@ def _strided_matches(mem: PhysicalMemory, addr: int, mv: memoryview, at: int, ma
     while j >= 0:
         off = first + j * ps
         if bytes(mv[off:off + len(magic)]) == magic or (
-            off + len(magic) > len(mv) and _read_or_none(mem, addr + off, len(magic)) == magic
+            off + len(magic) > len(mv) and read_or_none(mem, addr + off, len(magic)) == magic
         ):
             out.append(addr + off - at)
         j = column.find(magic[:1], j + 1)
@@ -181,13 +202,6 @@ def _full_pass(mem: PhysicalMemory, rep: _Reporter) -> tuple[list[int], int]:
     return sorted(set(hits)), unaligned
 
 
-def _read_or_none(mem: PhysicalMemory, paddr: int, n: int) -> bytes | None:
-    try:
-        return mem.read(paddr, n)
-    except VmciError:
-        return None
-
-
 # -- validation -----------------------------------------------------------------------------------
 
 
@@ -195,10 +209,10 @@ def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorde
     """Check the note whose name is at ``name_paddr`` (its header 12 bytes before)."""
     hdr_paddr = name_paddr - NOTE_HEADER_SIZE
     ev = Evidence()
-    cand = Candidate("memory-scan", hdr_paddr, None, None, ev)
+    cand = Candidate(NAME, hdr_paddr, None, None, ev)
     how = "page-aligned pass" if aligned_pass else "full pass"
     ev.info("hit", f"'VMCOREINFO\\0' at {name_paddr:#x} ({how})", name_paddr)
-    raw = _read_or_none(mem, hdr_paddr, NOTE_HEADER_SIZE) if hdr_paddr >= 0 else None
+    raw = read_or_none(mem, hdr_paddr, NOTE_HEADER_SIZE) if hdr_paddr >= 0 else None
     if raw is None:
         ev.fail("note header", "the 12 bytes before the name are not readable", hdr_paddr)
         return cand
@@ -217,7 +231,7 @@ def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorde
         return cand
     ev.ok("note header", f"n_namesz=11 n_descsz={descsz} n_type=0", hdr_paddr)
     desc_paddr = name_paddr + align4(len(NEEDLE))
-    desc = _read_or_none(mem, desc_paddr, descsz)
+    desc = read_or_none(mem, desc_paddr, descsz)
     if desc is None:
         ev.fail("descriptor", f"{descsz} bytes at {desc_paddr:#x} are not all in the dump", desc_paddr)
         return cand
@@ -230,13 +244,13 @@ def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorde
         return cand
     text = VmcoreInfo.parse(desc)
     cand.text = text
-    cand.note_size = NOTE_HEADER_SIZE + align4(len(NEEDLE)) + align4(descsz)
+    cand.note_size = note_size(descsz)
     ev.ok("descriptor", f"{descsz} printable bytes, OSRELEASE={text.osrelease}", desc_paddr)
-    page = text._safe(lambda: text.pagesize) or 4096
+    page = or_none(lambda: text.pagesize) or 4096
     if descsz > max(4096, page):
         ev.warn("descriptor", f"{descsz} bytes exceed VMCOREINFO_BYTES ({max(4096, page)})", desc_paddr)
     end = desc_paddr + align4(descsz)
-    final = _read_or_none(mem, end, NOTE_HEADER_SIZE)
+    final = read_or_none(mem, end, NOTE_HEADER_SIZE)
     if final == bytes(NOTE_HEADER_SIZE):
         ev.ok("final note", "the empty terminating note follows, as update_vmcoreinfo_note() writes", end)
     else:
@@ -252,7 +266,7 @@ def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorde
         ev.warn("lint", "text warnings: " + ", ".join(codes))
     else:
         ev.ok("lint", "the text is as the kernel writes it")
-    crashtime = text._safe(lambda: text.crashtime)
+    crashtime = or_none(lambda: text.crashtime)
     cand.facts["crashtime"] = crashtime
     if crashtime is not None:
         ev.info("crashtime", f"CRASHTIME={crashtime}: saved on the panic path")
@@ -266,7 +280,7 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
         assert c.text is not None
         raw = c.text.raw
         for p in pages:
-            got = _read_or_none(mem, p, len(raw) + 1) or _read_or_none(mem, p, len(raw))
+            got = read_or_none(mem, p, len(raw) + 1) or read_or_none(mem, p, len(raw))
             if got is not None and got[: len(raw)] == raw and got[len(raw):] in (b"", b"\0"):
                 c.data_paddr = p
                 used.add(p)
@@ -277,7 +291,7 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
     orphans = [p for p in pages if p not in used]
     finding.facts["data_pages"] = list(pages)
     for p in orphans:
-        head = _read_or_none(mem, p, 64) or b""
+        head = read_or_none(mem, p, 64) or b""
         release = head.split(b"\n", 1)[0].decode("ascii", "backslashreplace")
         finding.evidence.info("data page", f"page starting {release!r} matches no note", p)
     if not finding.candidates:
@@ -289,7 +303,7 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
 
 def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:
     """A text found only as a raw page (its note is gone or excluded from the dump)."""
-    page = _read_or_none(mem, paddr, mem.page_size)
+    page = read_or_none(mem, paddr, mem.page_size)
     if page is None:
         return None
     raw = page.split(b"\0", 1)[0]
@@ -297,9 +311,10 @@ def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:
         return None
     ev = Evidence()
     ev.warn("data page", "text found only as a raw page, without its note: check it is current", paddr)
-    c = Candidate("memory-scan", None, None, VmcoreInfo.parse(raw), ev, data_paddr=paddr)
+    text = VmcoreInfo.parse(raw)
+    c = Candidate(NAME, None, None, text, ev, data_paddr=paddr)
     c.facts["page_aligned"] = False
-    c.facts["crashtime"] = c.text._safe(lambda: c.text.crashtime) if c.text else None
+    c.facts["crashtime"] = or_none(lambda: text.crashtime)
     return c
 
 
@@ -325,7 +340,7 @@ def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
         c.evidence.info("init_uts_ns", f"cannot check: {why}")
         c.facts["uts_confirmed"] = None
         return
-    data = _read_or_none(mem, paddr, 16 + 390) if paddr >= 0 else None
+    data = read_or_none(mem, paddr, 16 + 390) if paddr >= 0 else None
     if data is None:
         c.evidence.info("init_uts_ns", "cannot check: its physical address is not in the dump", paddr)
         c.facts["uts_confirmed"] = None

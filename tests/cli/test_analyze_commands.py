@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_KERNEL as SMALL
 from conftest import run_vmci as vmci
+from conftest import schema_errors
 
-from vmci.analysis.report import ANALYZE_SCHEMA, validate
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
@@ -51,7 +51,7 @@ def test_analyze_json_contract_and_exit_0(dumps: dict) -> None:
     p = vmci("analyze", dumps["note"], "--addr-blob", dumps["blob"].hex(), "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert validate(r, ANALYZE_SCHEMA) == []
+    assert schema_errors(r) == []
     assert r["vmcoreinfo"]["source"] == "elf-note" and r["vmgenid"]["guid"] == GUID
     assert r["vmcoreinfo"]["text"].encode() == dumps["text"]
 
