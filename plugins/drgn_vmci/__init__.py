@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import drgn
@@ -156,6 +157,30 @@ def _vmci_cmd_release(prog: drgn.Program, name: str, args: argparse.Namespace, *
     rel = release_via(VmcoreInfo.parse(raw), prog.read) if raw is not None else None
     print(json.dumps(rel) if args.json else rel)
     return rel
+
+
+@command(description="the kernel log, from drgn's VMCOREINFO and memory alone (no debuginfo), as "
+                     "makedumpfile --dump-dmesg prints it",
+         arguments=(_JSON, argument("--caller", action="store_true", help="add the caller field"),
+                    argument("--since-clear", action="store_true", help="records since the last dmesg -C"),
+                    argument("-n", "--tail", type=int, help="only the last N records")),
+         namespace=VMCI_COMMANDS)
+def _vmci_cmd_dmesg(prog: drgn.Program, name: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    from vmci.integrations.drgn import DrgnKernelReader
+    from vmci.kernel.printk import format_dmesg, format_json_lines, get_printk_records
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
+
+    raw = _text(prog)
+    if raw is None:
+        print("vmci: drgn has no VMCOREINFO for this program")
+        return None
+    log = get_printk_records(DrgnKernelReader(prog, VmcoreInfo.parse(raw)), since_clear=args.since_clear)
+    for w in log.warnings:
+        print(f"vmci: warning: {w}")
+    out = format_json_lines(log, tail=args.tail) if args.json else \
+        format_dmesg(log, caller=args.caller, tail=args.tail)
+    sys.stdout.write(out.decode("utf-8", "backslashreplace"))
+    return log
 
 
 def _check(prog: drgn.Program) -> list[str]:

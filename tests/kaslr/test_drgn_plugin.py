@@ -103,3 +103,23 @@ def test_plugin_disabled_means_no_command(tmp_path: Path) -> None:
     code = 'from drgn.commands import run_command; run_command(prog, "vmci release")'
     res = drgn_cli(["-c", str(path), "-e", code], DRGN_PLUGINS="")
     assert res.returncode != 0  # plain drgn refuses the QEMU dump, and %vmci does not exist
+
+
+def test_dmesg_through_drgns_own_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``%vmci dmesg`` reads the log through drgn (its page-table walk, its VMCOREINFO): the
+    records are what the producer's guest kernel logged."""
+    from vmci.producer.scenario import generate
+
+    path = tmp_path / "logged.elf"
+    generate(Scenario(seed=3, ram="64M", log=80, panic=True, panic_cause="oom"), path, "elf")
+    truth = json.loads(Path(f"{path}.truth.json").read_text())
+    prog = program_from_dump(path)
+    capsys.readouterr()
+    log = run_command(prog, "vmci dmesg --json")
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    written = [r["text"] for r in truth["printk"]["records"] if not r["dataless"]]
+    assert [r["text"] for r in lines if not r["dataless"]] == written
+    assert log.variant == "lockless"
+    run_command(prog, "vmci dmesg -n 1")
+    assert capsys.readouterr().out.rstrip().endswith("---[ end Kernel panic - not syncing: System is deadlocked "
+                                                     "on memory ]---")

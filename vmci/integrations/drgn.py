@@ -216,4 +216,45 @@ def run_interactive(
     drgn.cli.run_interactive(prog, banner_func=lambda banner: f"{banner}\n{line}" if not quiet else banner)
 
 
-__all__ = ["CACHE_KEY", "platform_for", "program_from_dump", "run_interactive", "vmcoreinfo_for_dump"]
+class DrgnKernelReader:
+    """The kernel a drgn ``Program`` reads, as :mod:`vmci.kernel.printk` wants it: virtual reads
+    through drgn (its own page-table walk, so a live ``/proc/kcore`` works too) and the layout
+    keys of the VMCOREINFO drgn loaded (``SYMBOL()`` values are already runtime addresses)."""
+
+    def __init__(self, prog: Any, vmcoreinfo: Any) -> None:
+        import drgn
+
+        self._prog = prog
+        self._info = vmcoreinfo
+        flags = prog.platform.flags
+        self.pointer_size = 8 if flags & drgn.PlatformFlags.IS_64_BIT else 4
+        self.byteorder = "little" if flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else "big"
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        import drgn
+
+        try:
+            return bytes(self._prog.read(vaddr, size))
+        except drgn.FaultError as e:
+            from vmci.errors import VirtualReadError
+
+            raise VirtualReadError(f"drgn cannot read {size} bytes at {vaddr:#x}: {e}", vaddr=vaddr) from None
+
+    def symbol(self, name: str) -> int | None:
+        return self._info.symbol(name)
+
+    def offset(self, struct: str, member: str) -> int | None:
+        return self._info.offset(struct, member)
+
+    def size(self, struct: str) -> int | None:
+        return self._info.size(struct)
+
+    def number(self, name: str) -> int | None:
+        return self._info.number(name)
+
+    def length(self, name: str) -> int | None:
+        return self._info.length(name)
+
+
+__all__ = ["CACHE_KEY", "DrgnKernelReader", "platform_for", "program_from_dump", "run_interactive",
+           "vmcoreinfo_for_dump"]
