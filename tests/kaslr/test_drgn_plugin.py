@@ -121,5 +121,5 @@ def test_dmesg_through_drgns_own_memory(tmp_path: Path, capsys: pytest.CaptureFi
     assert [r["text"] for r in lines if not r["dataless"]] == written
     assert log.variant == "lockless"
     run_command(prog, "vmci dmesg -n 1")
-    assert capsys.readouterr().out.rstrip().endswith("---[ end Kernel panic - not syncing: System is deadlocked "
-                                                     "on memory ]---")
+    last = capsys.readouterr().out.rstrip()
+    assert last.endswith("---[ end Kernel panic - not syncing: System is deadlocked on memory ]---")
