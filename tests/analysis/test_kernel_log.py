@@ -139,3 +139,21 @@ def test_filters_and_tail(tmp_path: Path) -> None:
     want = [r for r in as_written(truth) if r[3] in (0, 1)][-2:]
     assert as_read(p.stdout) == want
     assert vmci("dmesg", path, "--level", "loud").returncode == 2
+
+
+def test_analyze_carries_the_panic_section(tmp_path: Path) -> None:
+    from conftest import schema_errors
+
+    from vmci.analysis.analyze import analyze
+
+    path, truth = make(tmp_path, panic_cause="hung-task")
+    written = [r["text"] for r in truth["printk"]["records"]]
+    with open_dump(path) as d:
+        out = analyze(d).to_dict()
+    assert schema_errors(out) == []
+    assert out["panic"]["panic"] == next(t for t in written if t.startswith("Kernel panic - not syncing: "))
+    assert out["panic"]["crashtime"] == truth["vmcoreinfo"]["crashtime"]
+    (tmp_path / "quiet").mkdir()
+    quiet, _ = make(tmp_path / "quiet", panic=False, log=0)
+    with open_dump(quiet) as d:
+        assert "panic" not in analyze(d).to_dict()  # no log: the JSON is as it always was

@@ -8,6 +8,7 @@ same memory, which they accept).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -112,3 +113,20 @@ def test_triage_reads_the_consoles_panic_line(scenario: str, request: pytest.Fix
     assert rec.panic == guest.facts["panic_line"]
     assert rec.release == guest.facts["release"]
     assert rec.last_lines and rec.uptime is not None and rec.fingerprint is not None
+
+
+def test_kdump_capture_analyze_and_kaslr_name_both_kernels(kdump_capture: RealGuest) -> None:
+    facts = kdump_capture.guest
+    want = {"crashed": facts.kallsyms["_text"] - LINK_TEXT,
+            "capture": facts.capture_kallsyms["_text"] - LINK_TEXT}
+    for command in ("kaslr", "analyze"):
+        p = subprocess.run([sys.executable, "-c", MAIN, command, str(kdump_capture["elf"]), "--json"],
+                           capture_output=True, timeout=300)
+        out = json.loads(p.stdout)
+        k = out if command == "kaslr" else out["kaslr"]
+        assert k["verdict"] == "kdump-capture", k.get("warnings")
+        assert {r["role"]: r["kerneloffset"] for r in k["kernels"]} == want
+        if command == "kaslr":
+            assert p.returncode == 0
+        else:
+            assert out["panic"]["panic"] == kdump_capture.facts["panic_line"]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 from vmci.analysis.checks import run_checks, worst
 from vmci.analysis.kaslr import kaslr_section
+from vmci.analysis.kernel_log import PanicSummary
 from vmci.analysis.result import (
     AnalyzeResult,
     CandidateRecord,
@@ -31,7 +32,7 @@ from vmci.core.evidence import Step
 from vmci.discover.finding import Candidate
 from vmci.discover.guest_note import RESULT
 from vmci.discover.run import Discovery, find_vmcoreinfo
-from vmci.errors import or_none
+from vmci.errors import VmciError, or_none
 from vmci.kernel.symbols import KernelSymbols
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
@@ -153,7 +154,27 @@ def analyze(
         status=worst(checks),
         provenance=_provenance(disc),
         candidates=tuple(_candidate(c, chosen) for f in disc.findings for c in f.candidates + f.rejected),
+        panic=_panic(dump, chosen.text if chosen is not None else None),
     )
+
+
+def _panic(dump: Dump, text: VmcoreInfo | None) -> PanicSummary | None:
+    """The crash in the chosen kernel's log, read through its own page tables; None when the log
+    holds no record or cannot be read (then ``analyze`` output is as before the log existed)."""
+    if text is None:
+        return None
+    from vmci.analysis.kernel_log import panic_summary
+    from vmci.kernel.printk import get_printk_records
+    from vmci.kernel.vmem import KernelMemory
+
+    try:
+        log = get_printk_records(KernelMemory.from_dump(dump, text))
+    except VmciError:
+        return None
+    if not log.records:
+        return None
+    summary = panic_summary(log, crashtime=or_none(lambda: text.crashtime))
+    return summary if summary.events else None
 
 
 def _vmgenid(dump: Dump, disc: Discovery, blob: bytes | None) -> VmgenidResult | None:

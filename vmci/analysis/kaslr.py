@@ -33,6 +33,9 @@ class KaslrResult:
     method: str | None
     verdict: str
     report: KaslrReport | None = None
+    kernels: tuple[dict[str, Any], ...] = ()
+    """When the dump holds more than one kernel (a kdump capture kernel ran after a crash): each
+    kernel's role, release, KERNELOFFSET and phys_base, and whether the page tables are its."""
 
     @property
     def compared(self) -> bool:
@@ -50,7 +53,11 @@ class KaslrResult:
 
     def to_dict(self) -> dict[str, Any]:
         if self.report is not None:
-            return self.report.to_dict()
+            out = self.report.to_dict()
+            if self.kernels:  # only on dumps with two kernels: schema-1 output elsewhere unchanged
+                out["verdict"] = self.verdict
+                out["kernels"] = list(self.kernels)
+            return out
         return {"kerneloffset": self.kerneloffset, "phys_base": self.phys_base, "method": self.method}
 
 
@@ -60,10 +67,42 @@ def kaslr_result(dump: Dump, *, vmcoreinfo: VmcoreInfo | None, source: str | Non
     otherwise the text's values alone."""
     if any(c.paging for c in dump.cpus):
         rep = kaslr_report(dump, vmcoreinfo=vmcoreinfo, vmcoreinfo_source=source, symbols=symbols, deep=deep)
-        return KaslrResult(rep.kerneloffset, rep.phys_base, rep.method, rep.verdict, rep)
+        result = KaslrResult(rep.kerneloffset, rep.phys_base, rep.method, rep.verdict, rep)
+        return _two_kernels(dump, vmcoreinfo, result)
     short = KaslrReport()
     decide(short, None, _safe_kerneloffset(vmcoreinfo), _phys_base_value(vmcoreinfo))
     return KaslrResult(short.kerneloffset, short.phys_base, short.method, short.verdict)
+
+
+def _two_kernels(dump: Dump, vmcoreinfo: VmcoreInfo | None, result: KaslrResult) -> KaslrResult:
+    """A conflict between a crashed kernel's text (it has ``CRASHTIME``) and the page tables is
+    what a dump taken while a kdump capture kernel runs looks like: the vCPUs run the capture
+    kernel.  When another VMCOREINFO in RAM matches the page tables, say so (verdict
+    ``kdump-capture``, both kernels listed) instead of a bare conflict."""
+    rep = result.report
+    if vmcoreinfo is None or rep is None or rep.result is None:
+        return result
+    vcpus_disagree = any(w.startswith("vCPUs disagree") for w in rep.warnings)
+    if result.verdict != "conflict" and not vcpus_disagree:
+        return result
+    try:
+        if vmcoreinfo.crashtime is None:
+            return result
+    except (VmciError, ValueError):
+        return result
+    from vmci.analysis.kernel_log import kernels_in_dump
+
+    try:
+        kernels = kernels_in_dump(dump)
+    except VmciError:
+        return result
+    pt = rep.page_tables or {}
+    rows = tuple({**k.to_dict(), "page_tables": (k.kerneloffset, k.phys_base) ==
+                  (pt.get("kerneloffset"), pt.get("phys_base"))} for k in kernels)
+    if not any(r["role"] == "capture" for r in rows) or not (
+            vcpus_disagree or any(r["page_tables"] and r["role"] == "capture" for r in rows)):
+        return result
+    return KaslrResult(result.kerneloffset, result.phys_base, result.method, "kdump-capture", rep, rows)
 
 
 def kaslr_section(dump: Dump, *, vmcoreinfo: VmcoreInfo | None, source: str | None,

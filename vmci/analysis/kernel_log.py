@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmci.core.dump import Dump
+from vmci.core.record import Record
 from vmci.errors import NotFoundError, UsageError, VmciError
 from vmci.kernel.printk import PrintkLog, PrintkRecord, get_printk_records
 from vmci.kernel.vmcoreinfo import VmcoreInfo
@@ -206,9 +207,8 @@ _TAINT = re.compile(rb"\b(Not tainted|Tainted: ([A-Z ]+?))\s+\d+\.\d+")
 _FRAME = re.compile(rb"^\s*(\? )?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 
 
-@dataclass(frozen=True)
-class PanicSummary:
-    """What a crash looks like in the log."""
+class PanicSummary(Record):
+    """What a crash looks like in the kernel log (``analyze``'s optional ``panic`` section)."""
 
     panic: str | None
     """The ``Kernel panic - not syncing: ...`` line (the last one), without the timestamp."""
@@ -228,11 +228,6 @@ class PanicSummary:
     """``CRASHTIME`` of the kernel's VMCOREINFO (seconds since the epoch), when it crashed into kexec."""
     uptime: float | None
     """Seconds since boot at the last record."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"panic": self.panic, "events": list(self.events), "first_event": self.first_event,
-                "taint": self.taint, "taint_flags": list(self.taint_flags), "frames": list(self.frames),
-                "last_lines": list(self.last_lines), "crashtime": self.crashtime, "uptime": self.uptime}
 
 
 def _line(rec: PrintkRecord) -> str:

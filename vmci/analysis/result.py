@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NewType, Protocol
 
+from vmci.analysis.kernel_log import PanicSummary
 from vmci.core.evidence import Evidence, Verdict
 from vmci.core.record import Record
 from vmci.errors import NotFoundError
@@ -341,6 +342,9 @@ class AnalyzeResult(Record):
     """Each strategy's steps, then the choice's."""
     candidates: tuple[CandidateRecord, ...]
     """Every candidate and rejected hit, strategy by strategy."""
+    panic: Annotated[PanicSummary | None, {"optional": True}] = None
+    """The crash in the kernel log (panic / Oops / BUG / warning lines, taint, call trace, the
+    last lines, CRASHTIME, uptime); absent when the log holds none or cannot be read."""
 
     @property
     def found(self) -> bool:
@@ -411,4 +415,4 @@ class VmcoreinfoText(Record):
 #: Every result record with a JSON form (described by :mod:`vmci.analysis.schema`).
 RECORDS: tuple[type[Record], ...] = (
     MemoryRange, DumpSummary, NoteRecord, DumpInfo, KeyValues, VmcoreinfoSection, CandidateRecord,
-    ProvenanceStep, CheckResult, VmgenidResult, AnalyzeSummary, AnalyzeResult)
+    ProvenanceStep, CheckResult, VmgenidResult, AnalyzeSummary, AnalyzeResult, PanicSummary)

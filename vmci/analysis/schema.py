@@ -46,7 +46,17 @@ KASLR_SCHEMA: dict[str, Any] = {
     "required": ["kerneloffset", "phys_base", "method"],
     "properties": {
         "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "method": _OPT_STR,
-        "verdict": {"enum": ["agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none"]},
+        "verdict": {"enum": ["agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none",
+                             "kdump-capture"]},
+        "kernels": {"type": "array", "items": {
+            "type": "object",
+            "required": ["role", "source", "paddr", "osrelease", "kerneloffset", "phys_base", "crashtime",
+                         "chosen", "page_tables"],
+            "properties": {"role": {"enum": ["crashed", "capture", "running"]}, "source": {"type": "string"},
+                           "paddr": _OPT_INT, "osrelease": _OPT_STR, "kerneloffset": _OPT_INT,
+                           "phys_base": _OPT_INT, "crashtime": _OPT_INT, "chosen": {"type": "boolean"},
+                           "page_tables": {"type": "boolean"}},
+            "additionalProperties": False}},
         "vmcoreinfo": {"type": ["object", "null"], "properties": {
             "kerneloffset": _OPT_INT, "phys_base": _OPT_INT, "synthesized": {"type": "boolean"}}},
         "page_tables": {
@@ -126,6 +136,7 @@ def schema_of(cls: type[Record], *, top: bool = True) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     props: dict[str, Any] = {}
+    optional: set[str] = set()
     if cls.SCHEMA_VERSION is not None:
         props["schema"] = {"const": cls.SCHEMA_VERSION, "description": "The JSON contract version."}
     for name, md in field_meta(cls).items():
@@ -141,8 +152,11 @@ def schema_of(cls: type[Record], *, top: bool = True) -> dict[str, Any]:
         if name in docs:
             prop["description"] = docs[name]
         props[md.get("key", name)] = prop
+        if md.get("optional"):
+            optional.add(md.get("key", name))
     out: dict[str, Any] = {"$schema": DIALECT} if top else {}
-    out.update(title=cls.__name__, type="object", required=list(props), properties=props,
+    out.update(title=cls.__name__, type="object", required=[k for k in props if k not in optional],
+               properties=props,
                additionalProperties=False)
     if cls.__doc__:
         out["description"] = " ".join(cls.__doc__.split())

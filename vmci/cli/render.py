@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +27,9 @@ from vmci.analysis.result import (
     VmgenidResult,
 )
 from vmci.core.numbers import signed_hex
+
+if TYPE_CHECKING:
+    from vmci.analysis.kernel_log import PanicSummary
 from vmci.core.record import field_meta
 
 MAX_ROWS = 40
@@ -172,7 +175,25 @@ def render_analysis(r: AnalyzeResult) -> None:
         render_kaslr(kaslr, c)
     if r.vmgenid is not None:
         render_vmgenid(r.vmgenid, c)
+    if r.panic is not None:
+        render_panic(r.panic, c)
     render_checks(r.checks, r.status, c)
+
+
+def render_panic(p: PanicSummary, c: Console | None = None) -> None:
+    """The crash in the kernel log: the panic, the first event, taint, frames, uptime."""
+    c = c or console()
+    c.print(f"[bold]Panic[/] {escape(p.panic or p.first_event or '-')}")
+    if p.first_event and p.first_event != p.panic:
+        c.print(f"  first event: {escape(p.first_event)}")
+    if p.taint is not None:
+        flags = "; ".join(p.taint_flags)
+        c.print(f"  taint: {escape(p.taint) or 'not tainted'}" + (f" ({escape(flags)})" if flags else ""))
+    if p.frames:
+        c.print(f"  call trace: {escape(' < '.join(p.frames[:8]))}")
+    if p.uptime is not None:
+        c.print(f"  uptime at the last record: {p.uptime:.6f} s"
+                + (f"; CRASHTIME {p.crashtime}" if p.crashtime is not None else ""))
 
 
 def _signed(v: int | None) -> str:
@@ -198,6 +219,11 @@ def render_kaslr(section: Mapping[str, Any] | KaslrSection, c: Console | None = 
                 f"{'5' if pt['la57'] else '4'}-level")
     elif k.get("page_tables_error"):
         c.print(f"  page tables: {escape(k['page_tables_error'])}")
+    for kern in k.get("kernels", []):  # a dump taken while a kdump capture kernel ran
+        at = f" @{kern['paddr']:#x}" if kern.get("paddr") is not None else ""
+        c.print(f"  {kern['role']} kernel {escape(str(kern['osrelease']))} ({escape(kern['source'])}{at}): "
+                f"KERNELOFFSET {_signed(kern['kerneloffset'])}, phys_base {_signed(kern['phys_base'])}"
+                + (", CRASHTIME " + str(kern["crashtime"]) if kern.get("crashtime") is not None else ""))
     for e in k.get("evidence", []):
         c.print(f"    {_VERDICT_MARK[e['verdict']]} {escape(e['action'])}: {escape(e['detail'])}")
     for w in k.get("warnings", []):

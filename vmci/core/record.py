@@ -9,7 +9,9 @@ next to nothing; a command that imports a dozen of them stays fast.
 
 What the types cannot say goes on the field as :data:`~typing.Annotated` metadata mappings,
 read by :func:`field_meta`: ``key`` (the JSON key when it is not the field name), ``json=False``
-(not serialized), ``empty`` (what None serializes as), and display hints such as ``hex``.
+(not serialized), ``empty`` (what None serializes as), ``optional=True`` (left out of the JSON
+when None: a field added to a schema without changing older output), and display hints such as
+``hex``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class Record:
             if md.get("json", True) is False:
                 continue
             value = getattr(self, name)
+            if value is None and md.get("optional"):
+                continue
             if value is None and "empty" in md:
                 value = md["empty"]
             out[md.get("key", name)] = encode(value)

@@ -36,7 +36,9 @@ from vmci.kernel.symbols import BANNER, KernelSymbols
 from vmci.kernel.vmcoreinfo import VmcoreInfo, is_synthesized
 from vmci.kernel.vmem import KernelMemory
 
-VERDICTS = ("agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none")
+#: ``kdump-capture`` is given above this layer (:mod:`vmci.analysis.kaslr`): the text is a crashed
+#: kernel's and the page tables another kernel's, found in RAM too.
+VERDICTS = ("agree", "conflict", "vmcoreinfo-only", "page-tables-only", "none", "kdump-capture")
 
 
 @dataclass
