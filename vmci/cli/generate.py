@@ -40,6 +40,17 @@ def generate(
     pti: Annotated[bool | None, typer.Option("--pti/--no-pti", help="Page-table isolation.")] = None,
     cpus: Annotated[int | None, typer.Option("--cpus", help="Number of vCPUs.")] = None,
     panic: Annotated[bool | None, typer.Option("--panic/--no-panic", help="CRASHTIME in the text.")] = None,
+    log: Annotated[
+        int | None, typer.Option("--log", help="Messages the guest kernel logs into its printk buffer "
+                                 "(with --panic, then the panic).")
+    ] = None,
+    panic_cause: Annotated[
+        str | None, typer.Option("--panic-cause", help="sysrq, null-deref, oom, hung-task or soft-lockup.")
+    ] = None,
+    log_fault: Annotated[
+        list[str] | None, typer.Option("--log-fault", help="Damage the log (repeatable): wrap, half-written, "
+                                       "stuck-writer, reused-descriptor, corrupt-id, corrupt-len, truncated.")
+    ] = None,
     fault: Annotated[
         list[str] | None, typer.Option("--fault", help="Inject a fault (repeatable); see --list-faults.")
     ] = None,
@@ -71,7 +82,8 @@ def generate(
             raise UsageError(f"--format is one of {', '.join(FORMATS)}, not {fmt!r}")
         flags = {"seed": seed, "ram": ram, "machine": machine, "firmware": firmware, "device": device,
                  "rfc_offset": rfc_offset, "vmgenid": vmgenid, "kernel": kernel, "kaslr": kaslr, "la57": la57,
-                 "pti": pti, "cpus": cpus, "panic": panic, "phys_base_bug": phys_base_bug}
+                 "pti": pti, "cpus": cpus, "panic": panic, "phys_base_bug": phys_base_bug, "log": log,
+                 "panic_cause": panic_cause, "log_faults": log_fault or None}
         base = Scenario.from_toml(scenario_file) if scenario_file else None
         truth = run(merge_flags(base, flags, fault or ()), out, fmt, compression=compression)
     except VmciError as e:

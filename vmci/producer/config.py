@@ -51,6 +51,9 @@ from vmci.producer import FORMATS
 
 __all__ = ["FAULT_SPECS", "FORMATS", "STAGES", "FaultSpec", "Scenario", "check_faults", "merge_flags"]
 
+#: Causes of the panic the guest kernel logs (``panic_cause``; :func:`vmci.producer.printk.panic_log`).
+PANIC_CAUSES = ("sysrq", "null-deref", "oom", "hung-task", "soft-lockup")
+
 #: The actors' stages, in the order :func:`vmci.producer.build.build` runs them.
 STAGES = ("machine", "qemu-device", "guest-kernel", "guest-driver", "after-boot")
 
@@ -133,6 +136,8 @@ class Scenario:
         object.__setattr__(self, "log_faults", tuple(self.log_faults))
         if self.log < 0:
             raise UsageError(f"log is a number of messages, not {self.log}")
+        if self.panic_cause not in PANIC_CAUSES:
+            raise UsageError(f"panic_cause is one of {', '.join(PANIC_CAUSES)}, not {self.panic_cause!r}")
         check_faults(self.faults)
         choices = {"machine": ("q35", "pc"), "firmware": ("seabios", "ovmf"),
                    "device": ("rfc", "upstream", "none"), "image": ("auto", "full", "compact")}

@@ -57,6 +57,7 @@ from vmci.layouts.printk import (
     StructuredLayout,
     structured_keys,
 )
+from vmci.producer.config import PANIC_CAUSES
 from vmci.producer.linux import KernelLayout, KernelProfile
 
 __all__ = (
@@ -914,8 +915,6 @@ def boot_log(n: int = 200, *, seed: int = 0, osrelease: str = "6.1.0-18-amd64", 
     return out
 
 
-#: Causes :func:`panic_log` can write: the lines a 6.1 kernel logs for each, by cause.
-PANIC_CAUSES = ("sysrq", "null-deref", "oom", "hung-task", "soft-lockup")
 
 
 def _panic_lines(cause: str, task: bytes, tail: bytes) -> list[tuple[bytes, int]]:
