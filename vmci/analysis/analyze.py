@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 
 from vmci.analysis.checks import run_checks, worst
 from vmci.analysis.kaslr import kaslr_section
-from vmci.analysis.kernel_log import PanicSummary
 from vmci.analysis.result import (
     AnalyzeResult,
     CandidateRecord,
@@ -22,6 +21,7 @@ from vmci.analysis.result import (
     KeyValues,
     MemoryRange,
     NoteRecord,
+    PanicSummary,
     ProvenanceStep,
     StrategyName,
     VmcoreinfoSection,

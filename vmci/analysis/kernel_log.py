@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmci.analysis.result import PanicSummary
 from vmci.core.dump import Dump
-from vmci.core.record import Record
 from vmci.errors import NotFoundError, UsageError, VmciError
 from vmci.kernel.printk import PrintkLog, PrintkRecord, get_printk_records
 from vmci.kernel.vmcoreinfo import VmcoreInfo
@@ -205,29 +205,6 @@ _EVENTS = re.compile(
 )
 _TAINT = re.compile(rb"\b(Not tainted|Tainted: ([A-Z ]+?))\s+\d+\.\d+")
 _FRAME = re.compile(rb"^\s*(\? )?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
-
-
-class PanicSummary(Record):
-    """What a crash looks like in the kernel log (``analyze``'s optional ``panic`` section)."""
-
-    panic: str | None
-    """The ``Kernel panic - not syncing: ...`` line (the last one), without the timestamp."""
-    events: tuple[str, ...]
-    """Every panic / Oops / BUG / warning line, oldest first."""
-    first_event: str | None
-    """The first of them: usually the cause (an Oops, then the panic it led to)."""
-    taint: str | None
-    """The ``Tainted:`` letters as printed (``"G        W"``), ``""`` for ``Not tainted``."""
-    taint_flags: tuple[str, ...]
-    """The decoded meaning of each set letter (:data:`TAINT_FLAGS`)."""
-    frames: tuple[str, ...]
-    """Function names of the first call trace after the first event (``? `` guesses dropped)."""
-    last_lines: tuple[str, ...]
-    """The last records before the panic line (or the end of the log), the panic line included."""
-    crashtime: int | None
-    """``CRASHTIME`` of the kernel's VMCOREINFO (seconds since the epoch), when it crashed into kexec."""
-    uptime: float | None
-    """Seconds since boot at the last record."""
 
 
 def _line(rec: PrintkRecord) -> str:

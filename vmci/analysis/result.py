@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NewType, Protocol
 
-from vmci.analysis.kernel_log import PanicSummary
 from vmci.core.evidence import Evidence, Verdict
 from vmci.core.record import Record
 from vmci.errors import NotFoundError
@@ -319,6 +318,29 @@ class AnalyzeSummary(Record):
     """The worst check status."""
     failing_checks: tuple[str, ...]
     """Names of the checks that FAILed."""
+
+
+class PanicSummary(Record):
+    """What a crash looks like in the kernel log (``analyze``'s optional ``panic`` section)."""
+
+    panic: str | None
+    """The ``Kernel panic - not syncing: ...`` line (the last one), without the timestamp."""
+    events: tuple[str, ...]
+    """Every panic / Oops / BUG / warning line, oldest first."""
+    first_event: str | None
+    """The first of them: usually the cause (an Oops, then the panic it led to)."""
+    taint: str | None
+    """The ``Tainted:`` letters as printed (``"G        W"``), ``""`` for ``Not tainted``."""
+    taint_flags: tuple[str, ...]
+    """The decoded meaning of each set letter (:data:`TAINT_FLAGS`)."""
+    frames: tuple[str, ...]
+    """Function names of the first call trace after the first event (``? `` guesses dropped)."""
+    last_lines: tuple[str, ...]
+    """The last records before the panic line (or the end of the log), the panic line included."""
+    crashtime: int | None
+    """``CRASHTIME`` of the kernel's VMCOREINFO (seconds since the epoch), when it crashed into kexec."""
+    uptime: float | None
+    """Seconds since boot at the last record."""
 
 
 class AnalyzeResult(Record):

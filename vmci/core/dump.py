@@ -6,6 +6,7 @@ Plain data only: the note parsers that fill :class:`CpuState` live with their ar
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,9 +112,8 @@ class Dump:
     @property
     def saved_state(self) -> SavedState | None:
         """A saved VM's header (migration stream, libvirt save image), else ``None``."""
-        from vmci.core.saved_state import SavedState
-
-        return self.header if isinstance(self.header, SavedState) else None
+        module = sys.modules.get("vmci.core.saved_state")  # not imported: no saved VM was opened
+        return self.header if module is not None and isinstance(self.header, module.SavedState) else None
 
     @property
     def facts(self) -> dict[str, Any]:

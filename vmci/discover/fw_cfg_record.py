@@ -8,13 +8,16 @@ note's own size within ``size``) and the rest of what makes the note usable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vmci.core.dump import Dump
 from vmci.core.memory import PhysicalMemory
-from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.discover.finding import Candidate, Finding
 from vmci.discover.guest_note import conclude, read_guest_note
 from vmci.discover.strategy import Inputs
+
+if TYPE_CHECKING:
+    from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF, VMCOREINFO_FORMAT_NONE, FwCfgVmcoreinfo
 
 NAME = "fw-cfg-record"
@@ -49,7 +52,7 @@ def check_record(mem: PhysicalMemory, record: bytes | VmcoreinfoRecord, *,
     finding.facts["present"] = True
     cand = Candidate(NAME, None, None, None)
     ev = cand.evidence
-    if isinstance(record, VmcoreinfoRecord):
+    if not isinstance(record, bytes | bytearray | memoryview):  # a migration stream's device state
         rec = record
     elif len(record) != RECORD_SIZE:
         ev.fail("record size", f"{len(record)} bytes; the record is {RECORD_SIZE} "
@@ -57,6 +60,8 @@ def check_record(mem: PhysicalMemory, record: bytes | VmcoreinfoRecord, *,
         conclude(finding, cand)
         return finding
     else:
+        from vmci.core.saved_state import VmcoreinfoRecord
+
         c = FwCfgVmcoreinfo.parse(bytes(record))
         rec = VmcoreinfoRecord(c.host_format, c.guest_format, c.size, c.paddr)
     finding.facts.update({k: getattr(rec, k) for k in ("host_format", "guest_format", "size", "paddr")})

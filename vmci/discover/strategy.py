@@ -12,13 +12,15 @@ without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vmci.core.dump import Dump
 from vmci.core.record import Record
-from vmci.core.saved_state import VmcoreinfoRecord
 from vmci.discover.finding import Finding
 from vmci.layouts.fw_cfg import RFC_OFFSET_V1
+
+if TYPE_CHECKING:
+    from vmci.core.saved_state import VmcoreinfoRecord
 
 #: ``progress(bytes_done, bytes_total)``, called as a long search advances.
 Progress = Callable[[int, int], None]
