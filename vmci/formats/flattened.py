@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -166,6 +167,28 @@ class FlattenedSource:
             if hi > lo:
                 self.file.release(s + lo - d, hi - lo)
             i += 1
+
+    def data_runs(self, offset: int, n: int) -> Iterator[tuple[int, int]]:
+        # gaps between records read as zeros: only the records hold data
+        end = min(offset + n, self.size)
+        i = max(0, bisect.bisect_right(self._dest, offset) - 1)
+        run_lo = run_hi = -1
+        while i < len(self._dest) and self._dest[i] < end:
+            d, sz, s = self._dest[i], self._size[i], self._src[i]
+            lo, hi = max(d, offset), min(d + sz, end)
+            i += 1
+            if hi <= lo:
+                continue
+            for a, b in self.file.data_runs(s + lo - d, hi - lo):  # holes of the flattened file too
+                a, b = a - s + d, a - s + d + b
+                if a == run_hi:
+                    run_hi = b
+                    continue
+                if run_hi > run_lo:
+                    yield run_lo, run_hi - run_lo
+                run_lo, run_hi = a, b
+        if run_hi > run_lo:
+            yield run_lo, run_hi - run_lo
 
     def close(self) -> None:
         self.file.close()
