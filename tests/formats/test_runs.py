@@ -119,4 +119,4 @@ def test_data_chunks_bounds(tmp_path: Path, fmt: str) -> None:
         (write_elf if fmt == "elf" else write_raw)(f, mem)
     with open_dump(path, format=fmt) as d:
         got = [(a, len(b)) for a, b in d.memory.data_chunks(0x100800, 0x300800, max_size=BS)]
-    assert all(0x100800 <= a and a + n <= 0x300800 and n <= BS for a, n in got)
+    assert all(a >= 0x100800 and a + n <= 0x300800 and n <= BS for a, n in got)

@@ -52,7 +52,10 @@ def find_vmgenid(mem: PhysicalMemory, *, addr_blob: bytes | None = None, scan_al
                  rsdp_address: int | None = None) -> VmGenId:
     """Find the GUID: through the saved blob when given, else through ACPI.
 
-    ``rsdp_address`` reuses an RSDP found before; ``scan_all=False`` looks only in the F-segment.
+    ``rsdp_address`` reuses an RSDP found before.  The device's SSDT is reachable only through
+    the RSDP, so the RSDP is looked for wherever a firmware puts it (:func:`find_rsdp`: EBDA,
+    F-segment, EFI configuration table, RAM) whatever ``scan_all`` says: an OVMF guest's RSDP
+    is never in the F-segment (``scan_all`` stays for callers; it no longer narrows the search).
     """
     ev = Evidence()
     if addr_blob is not None:
@@ -66,7 +69,7 @@ def find_vmgenid(mem: PhysicalMemory, *, addr_blob: bytes | None = None, scan_al
         if rsdp is not None and not rsdp.valid:
             rsdp = None
     if rsdp is None:
-        rsdp, sub = find_rsdp(mem, scan_all=scan_all)
+        rsdp, sub = find_rsdp(mem, scan_all=True)
         ev.steps.extend(sub.steps)
     if rsdp is None:
         return VmGenId(None, None, None, ev)
