@@ -40,6 +40,7 @@ from vmci.layouts.elf import (
 
 EXCLUDED_TAIL = "excluded (in p_memsz beyond p_filesz: the dump tool left it out)"
 MAX_PHYS = 1 << 52  # x86_64 and arm64 physical address width limit
+HUGE_TAIL = 1 << 46  # 64 TiB described only: beyond any VM (read as one run all the same)
 EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
 
 
@@ -155,6 +156,11 @@ class ElfMemory(PhysicalMemory):
                 data.append(_Piece(paddr, in_file, off, None))
             if in_file < backed:
                 missing.append(_Piece(paddr + in_file, backed - in_file, -1, "truncated"))
+            if memsz - backed > HUGE_TAIL:
+                warnings.append(
+                    f"PT_LOAD at {paddr:#x} describes {memsz - backed:#x} bytes beyond its p_filesz "
+                    f"({memsz:#x} in all): more than any machine has, a corrupt p_memsz?"
+                )
             if backed < memsz:
                 # The ELF spec zero-fills p_memsz beyond p_filesz, and crash does; but every dump
                 # writer uses it for pages it left out (makedumpfile -E: filtered pages), so they
