@@ -196,7 +196,7 @@ class _Walk:
                 continue
             if not any(_data_page_matches(self.mem, c.text.raw, p) for p in self.data_pages):
                 continue
-            if _uts_verdict(self.mem, c.text)[0] is True:
+            if uts_verdict(self.mem, c.text)[0] is True:
                 self.best = c.paddr
                 return True
         return False
@@ -361,7 +361,7 @@ def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:
     return c
 
 
-def _uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, int | None]:
+def uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, int | None]:
     """(confirmed, why, where): does ``init_uts_ns`` hold the text's release where the text
     says the kernel is?  ``None`` when that cannot be checked."""
     try:
@@ -395,7 +395,7 @@ def _uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, 
 def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
     """Does ``init_uts_ns`` hold this text's release where the text says the kernel is?"""
     assert c.text is not None
-    ok, why, paddr = _uts_verdict(mem, c.text)
+    ok, why, paddr = uts_verdict(mem, c.text)
     c.facts["uts_confirmed"] = ok
     verdict: Verdict = "info" if ok is None else "ok" if ok else "warn"
     c.evidence.add("init_uts_ns", why, verdict, paddr)
