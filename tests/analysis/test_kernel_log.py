@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import schema_errors
 
 from vmci.analysis.kernel_log import TAINT_FLAGS, kernels_in_dump, panic_summary, read_kernel_log
 from vmci.errors import NotFoundError
@@ -142,8 +143,6 @@ def test_filters_and_tail(tmp_path: Path) -> None:
 
 
 def test_analyze_carries_the_panic_section(tmp_path: Path) -> None:
-    from conftest import schema_errors
-
     from vmci.analysis.analyze import analyze
 
     path, truth = make(tmp_path, panic_cause="hung-task")

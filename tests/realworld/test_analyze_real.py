@@ -56,3 +56,23 @@ def test_vmgenid_from_the_saved_blob_in_the_migration_stream(with_device):
         blob = d.saved_state.devices.vmgenid_addr_blob
         found = find_vmgenid(d.memory, addr_blob=blob)
         assert canonical(found.guid) == with_device.facts["qmp_guid"]
+
+
+@pytest.mark.parametrize("fmt", ["elf", "kdump_zlib"])
+def test_analyze_json_carries_the_ovmf_vmgenid(ovmf, fmt):
+    """Issue 13: ``analyze --json`` on a real OVMF guest with ``-device vmgenid`` reports QMP's GUID
+    (its RSDP is not in the F-segment; OVMF names it in the EFI configuration table)."""
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "vmci.cli", "analyze", "--json", str(ovmf[fmt])],
+                       capture_output=True, timeout=120)
+    result = json.loads(p.stdout)
+    assert result["vmgenid"] is not None and result["vmgenid"]["guid"] == ovmf.facts["qmp_guid"]
+    with open_dump(ovmf[fmt]) as d:
+        from vmci.firmware.acpi import find_rsdp
+
+        rsdp, ev = find_rsdp(d.memory)
+        assert rsdp is not None and rsdp.revision == 2  # the ACPI 2.0 entry's RSDP, with its XSDT
+        assert "RSDP via the EFI configuration table" in [s.action for s in ev if s.verdict == "ok"]

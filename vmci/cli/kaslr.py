@@ -42,6 +42,8 @@ def kaslr(
 
             text, source = vmcoreinfo_for_kaslr(d, scan=scan, addr_blob=blob)
             result = kaslr_result(d, vmcoreinfo=text, source=source, symbols=syms, deep=deep)
+            for w in d.warnings[:8]:  # what the reader said about the file (truncation, claims)
+                typer.echo(f"vmci: warning: {w}", err=True)
         if json_out:
             typer.echo(json.dumps({"schema": 1, **result.to_dict()}, indent=2))
         else:

@@ -85,8 +85,40 @@ class Extent(NamedTuple):
     missing: str | None = None
 
 
+class Run(NamedTuple):
+    """A stretch of described memory of one kind: ``size`` bytes from ``start``, readable
+    (``missing is None``) or not (``missing`` says why, as in :class:`Extent`).  ``zero`` marks
+    readable bytes the container knows are all zero without reading them: a kdump page that
+    shares the stored zero page, a hole in the dump file, a migration ZERO record, a page of
+    guest RAM never written."""
+
+    start: int
+    size: int
+    missing: str | None = None
+    zero: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def data(self) -> bool:
+        """Readable and possibly non-zero: what a search for bytes must look at."""
+        return self.missing is None and not self.zero
+
+
 class PhysicalMemory(ABC):
-    """Read access to the guest-physical memory held by a dump."""
+    """Read access to the guest-physical memory held by a dump.
+
+    **Work bounded by the file.**  A header may claim any amount of memory (a corrupt
+    ``p_memsz``, ``max_mapnr`` or RAMBlock length says petabytes); what a reader can do with
+    it is bounded by the bytes the file holds.  Every walk here goes by :meth:`runs`: a stretch
+    that is unreadable (hole, excluded, described only) or known to be zero costs O(1) however
+    long it is, so the work of :meth:`chunks`, :meth:`data_chunks` and :meth:`pages` grows with
+    the bytes the dump stores, never with the memory it describes.  Implementations keep to
+    the same rule: no loop, allocation or search sized by a header value without a clamp by the
+    bytes that back it.
+    """
 
     page_size: int = PAGE_SIZE
 
@@ -97,7 +129,12 @@ class PhysicalMemory(ABC):
 
     @abstractmethod
     def extent(self, paddr: int, limit: int) -> Extent:
-        """Describe memory at ``paddr``: at least 1 and at most ``limit`` bytes."""
+        """Describe memory at ``paddr``: at least 1 and at most ``limit`` bytes.
+
+        An unreadable extent should reach as far as the unreadable stretch does (up to
+        ``limit``) in O(1): walks skip it in one step, whatever size a header claims for it.
+        A readable extent may be shorter (a page, a file mapping).
+        """
 
     # -- derived operations -------------------------------------------------------------
 
@@ -116,7 +153,7 @@ class PhysicalMemory(ABC):
         """Read ``n`` bytes at ``paddr``.
 
         Raises :class:`HoleError` or :class:`ExcludedPageError` for unreadable bytes unless
-        ``zero_fill`` is true, in which case they read as zeros.
+        ``zero_fill`` is true, in which case they read as zeros.  The caller bounds ``n``.
         """
         if n < 0 or paddr < 0:
             raise UsageError(f"invalid read of {n} bytes at {paddr:#x}")
@@ -147,27 +184,73 @@ class PhysicalMemory(ABC):
             left -= ext.size
         return True
 
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        """The described memory in ``[start, end)`` as maximal stretches of one kind, in
+        address order (holes between :attr:`ranges` are left out).
+
+        O(1) per run: containers override this from their own index (bitmaps and page
+        descriptors, program headers, a page index, the file's holes); this default asks
+        :meth:`extent` for everything up to the end of each range, so an unreadable stretch
+        costs one call, and it cannot tell zero bytes from data.
+        """
+        for r in self.ranges:
+            pos = max(r.start, start)
+            stop = r.end if end is None else min(r.end, end)
+            cur: Run | None = None
+            while pos < stop:
+                ext = self.extent(pos, stop - pos)
+                size = min(max(ext.size, 1), stop - pos)
+                missing = None if ext.data is not None else (ext.missing or "unreadable")
+                if cur is not None and cur.missing == missing:
+                    cur = cur._replace(size=cur.size + size)
+                else:
+                    if cur is not None:
+                        yield cur
+                    cur = Run(pos, size, missing)
+                pos += size
+            if cur is not None:
+                yield cur
+
+    def _run_buffers(self, run: Run, max_size: int) -> Iterator[tuple[int, Buffer]]:
+        """The bytes of one readable run, in buffers of at most ``max_size`` bytes."""
+        pos, stop = run.start, run.end
+        if run.zero:
+            step = min(max_size, len(ZEROS))
+            while pos < stop:
+                take = min(step, stop - pos)
+                yield pos, ZEROS[:take]
+                pos += take
+            return
+        while pos < stop:
+            ext = self.extent(pos, min(stop - pos, max_size))
+            if ext.data is not None:
+                yield pos, ext.data
+            pos += max(ext.size, 1)
+
     def chunks(
         self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
     ) -> Iterator[tuple[int, Buffer]]:
         """Yield ``(paddr, buffer)`` for the readable memory in ``[start, end)``.
 
         Buffers are at most ``max_size`` bytes and may be views into the dump file, valid
-        until the dump is closed.  Unreadable stretches are skipped.  Use this for scans.
+        until the dump is closed.  Unreadable stretches are skipped, each in O(1) through
+        :meth:`runs`: the work is bounded by the readable bytes in ``[start, end)``, never by
+        what a header claims.  Zero stretches the container knows of are yielded (as views of
+        one shared zero buffer); :meth:`data_chunks` leaves them out.
         """
-        for r in self.ranges:
-            pos = max(r.start, start)
-            stop = r.end if end is None else min(r.end, end)
-            while pos < stop:
-                ext = self.extent(pos, min(stop - pos, max_size))
-                if ext.data is not None:
-                    yield pos, ext.data
-                pos += ext.size
+        for run in self.runs(start, end):
+            if run.missing is None:
+                yield from self._run_buffers(run, max_size)
 
-    def data_chunks(self, max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
-        """Like :meth:`chunks`, but may leave out stretches the container knows are all zero
-        (pages never written, a kdump's shared zero page): what a search for bytes needs."""
-        return self.chunks(max_size=max_size)
+    def data_chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        """Like :meth:`chunks`, but leaves out the stretches the container knows are all zero
+        (pages never written, a kdump's shared zero page, file holes): what a search for bytes
+        needs.  The work is bounded by the bytes the dump stores."""
+        for run in self.runs(start, end):
+            if run.data:
+                yield from self._run_buffers(run, max_size)
 
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         """Yield ``(paddr, page)`` for every fully readable page in ``[start, end)``."""
@@ -224,17 +307,22 @@ class SparseMemory(PhysicalMemory):
         """Page frame numbers that hold written data, in ascending order."""
         return iter(sorted(self._pages))
 
-    def data_chunks(self, max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+    def data_chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
         # only runs of stored pages: a page never written reads as zeros
         ps = self.page_size
         run: list[int] = []
+        lo_pfn = start // ps
+        hi_pfn = None if end is None else -(-end // ps)
         for pfn in [*self.stored_pages(), -1]:
             if run and (pfn != run[-1] + 1 or len(run) * ps >= max_size):
-                start = run[0] * ps
-                if self.readable(start, len(run) * ps):
-                    yield start, self.read(start, len(run) * ps)
+                lo = max(run[0] * ps, start)
+                hi = (run[-1] + 1) * ps if end is None else min((run[-1] + 1) * ps, end)
+                if hi > lo and self.readable(lo, hi - lo):
+                    yield lo, self.read(lo, hi - lo)
                 run = []
-            if pfn >= 0:
+            if pfn >= lo_pfn and (hi_pfn is None or pfn < hi_pfn):
                 run.append(pfn)
 
     def write(self, paddr: int, data: Buffer) -> None:

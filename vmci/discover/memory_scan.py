@@ -1,12 +1,19 @@
 """Find VMCOREINFO by scanning guest-physical memory for the kernel's note.
 
-Since 4.13 the kernel allocates ``vmcoreinfo_note`` page-aligned, so the fast pass looks only
-at byte 12 of every page (a strided slice, no per-page Python loop) for the note name.  The
-full pass (``mode="full"``, or ``"auto"`` when the fast pass found nothing valid) searches
-every byte for ``VMCOREINFO\\0`` and keeps 4-byte-aligned hits: older kernels kept the note
-in .bss.  Every hit is validated like volatility3 does (namesz 11, type 0, a bounded descsz,
-text starting with ``OSRELEASE=``, printable) and listed, accepted or rejected, with its
-evidence.  The kernel's separate raw-text page (``vmcoreinfo_data``) is looked for too.
+Since 4.13 the kernel allocates ``vmcoreinfo_note`` page-aligned, so the aligned search looks
+only at byte 12 of every page (a strided slice, no per-page Python loop) for the note name.  The
+full search (``mode="full"``/``"all"``, or ``"auto"`` until an aligned note is valid) looks at
+every byte for ``VMCOREINFO\\0`` and keeps 4-byte-aligned hits: older kernels kept the note in
+.bss.  Both run in **one walk** over the memory that holds data (:meth:`PhysicalMemory.data_chunks`:
+excluded, described-only and known-zero stretches are skipped per run, so the cost follows the
+bytes the dump stores, not the RAM it describes).  Every hit is validated like volatility3 does
+(namesz 11, type 0, a bounded descsz, text starting with ``OSRELEASE=``, printable) and listed,
+accepted or rejected, with its evidence.  The kernel's separate raw-text page
+(``vmcoreinfo_data``) is looked for too.
+
+``mode="auto"`` stops early once a valid note cannot be outranked by anything later in memory
+(its ``init_uts_ns`` confirmed, CRASHTIME present, page-aligned, its data page found: see
+:data:`_CRITERIA`); ``"all"`` (alias ``"full"``) is the exhaustive mode, every byte, every copy.
 
 When several valid notes exist (a kdump kernel's copy, a previous boot's leftovers) the
 choice is explained: a text whose ``init_uts_ns`` really holds its release at the physical
@@ -19,11 +26,12 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from vmci.arch import for_vmcoreinfo
 from vmci.core.dump import Dump
-from vmci.core.evidence import Evidence
+from vmci.core.evidence import Evidence, Verdict
 from vmci.core.memory import Buffer, PhysicalMemory
 from vmci.discover.finding import Candidate, Finding
 from vmci.discover.guest_note import note_size, read_or_none
@@ -32,18 +40,23 @@ from vmci.errors import VmciError, or_none
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VMCOREINFO_NOTE_TYPE, VmcoreInfo
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 
-NAME = "memory-scan"
 NEEDLE = VMCOREINFO_NOTE_NAME + b"\0"
 TEXT_MAGIC = b"OSRELEASE="
 #: VMCOREINFO_BYTES is PAGE_SIZE; 256 KiB is the largest Linux page size.
 MAX_DESCSZ = 1 << 18
 CHUNK = 16 << 20
 MAX_REJECTED = 64
+#: Hits validated per search (a hostile dump full of note names costs no more than this).
+MAX_HITS = 4096
 
 _PRINTABLE = frozenset(string.printable.encode())
 _NEEDLE_RE = re.compile(re.escape(NEEDLE))
 
-Mode = Literal["auto", "aligned", "full"]
+Mode = Literal["auto", "aligned", "full", "all"]
+MODES = ("auto", "aligned", "full", "all")
+
+
+NAME = "memory-scan"
 
 
 class MemoryScanStrategy:
@@ -73,38 +86,41 @@ def scan(
     verify_uts: bool = True,
 ) -> Finding:
     """Scan ``mem`` for VMCOREINFO notes; return every candidate, the rejected hits and a
-    justified choice.  ``progress(bytes_done, bytes_total)`` is called as the scan advances."""
-    if mode not in ("auto", "aligned", "full"):
+    justified choice.  ``progress(done, total)`` is called as the scan advances (in units of
+    bytes per search: ``total`` is twice the memory size when both searches run)."""
+    if mode not in MODES:
         raise ValueError(f"unknown scan mode {mode!r}")
+    exhaustive = mode in ("full", "all")
     finding = Finding(NAME)
     ev = finding.evidence
     total = mem.size
-    passes = 2 if mode == "full" else 1
-    reporter = _Reporter(mem, progress, total * passes)
+    walk = _Walk(mem, byteorder, verify_uts, full_search=mode != "aligned", exhaustive=exhaustive)
+    reporter = _Reporter(mem, progress, total * (2 if exhaustive else 1))
+    walk.run(reporter)
+    reporter.finish()
 
-    name_hits, data_pages = _aligned_pass(mem, reporter)
+    aligned = sorted(walk.aligned)
     ev.info("aligned pass", f"looked at byte 12 of every page of {total} bytes: "
-                            f"{len(name_hits)} page-aligned note name(s), {len(data_pages)} page(s) "
+                            f"{len(aligned)} page-aligned note name(s), {len(walk.data_pages)} page(s) "
                             "starting with OSRELEASE=")
-    hits = set(name_hits)
-    candidates = [_validate(mem, h, True, byteorder) for h in sorted(hits)]
-
-    if mode == "full" or (mode == "auto" and not any(c.valid for c in candidates)):
-        if mode == "auto":
-            reporter.total += total
-        full_hits, unaligned = _full_pass(mem, reporter)
-        new = sorted(h for h in full_hits if h not in hits)
-        ev.info("full pass", f"searched every byte: {len(full_hits)} 4-byte-aligned "
-                             f"'VMCOREINFO\\0' ({len(new)} not page-aligned), {unaligned} unaligned "
+    if walk.stopped is not None:
+        ev.info("early stop", f"stopped at {walk.stopped:#x}: the note at {walk.best:#x} ranks first on "
+                              "every criterion, nothing later can outrank it (--scan all looks further)")
+    candidates = [walk.aligned[h] for h in aligned]
+    if exhaustive or (mode == "auto" and not any(c.valid for c in candidates)):
+        new = sorted(h for h in walk.full if h not in walk.aligned)
+        ev.info("full pass", f"searched every byte: {len(walk.full)} 4-byte-aligned "
+                             f"'VMCOREINFO\\0' ({len(new)} not page-aligned), {walk.unaligned} unaligned "
                              "occurrence(s) ignored (a note header is 4-byte aligned)")
         candidates += [_validate(mem, h, False, byteorder) for h in new]
-    reporter.finish()
+    if walk.capped:
+        ev.warn("hits", f"more than {MAX_HITS} note names: only the first {MAX_HITS} were validated")
 
     finding.candidates = [c for c in candidates if c.valid]
     rejected = [c for c in candidates if not c.valid]
     finding.rejected = rejected[:MAX_REJECTED]
     finding.facts["rejected_hits"] = len(rejected)
-    _attach_data_pages(mem, finding, data_pages)
+    _attach_data_pages(mem, finding, walk.data_pages)
     if verify_uts:
         for c in finding.candidates:
             _check_uts(mem, c)
@@ -112,27 +128,101 @@ def scan(
     return finding
 
 
-# -- passes ---------------------------------------------------------------------------------------
+# -- the walk -------------------------------------------------------------------------------------
 
 
 class _Reporter:
     def __init__(self, mem: PhysicalMemory, fn: Progress | None, total: int) -> None:
         self.fn = fn
         self.total = total
-        self.base = 0
+        self.weight = total // mem.size if mem.size else 1
         self.ranges = list(mem.ranges)
 
     def at(self, paddr: int) -> None:
         if self.fn is not None:
             done = sum(min(r.end, paddr) - r.start for r in self.ranges if r.start < paddr)
-            self.fn(min(self.base + done, self.total), self.total)
-
-    def next_pass(self, size: int) -> None:
-        self.base += size
+            self.fn(min(done * self.weight, self.total), self.total)
 
     def finish(self) -> None:
         if self.fn is not None:
             self.fn(self.total, self.total)
+
+
+@dataclass
+class _Walk:
+    """One walk over the memory holding data: the aligned search on every buffer (validating
+    hits as they come), the full search while it may still be needed."""
+
+    mem: PhysicalMemory
+    byteorder: str
+    verify_uts: bool
+    full_search: bool
+    exhaustive: bool
+    aligned: dict[int, Candidate] = field(default_factory=dict)
+    data_pages: list[int] = field(default_factory=list)
+    full_hits: set[int] = field(default_factory=set)
+    unaligned: int = 0
+    capped: bool = False
+    stopped: int | None = None
+    best: int | None = None
+
+    @property
+    def full(self) -> list[int]:
+        """The 4-byte-aligned hits of the full search, in address order."""
+        return sorted(self.full_hits)
+
+    def run(self, rep: _Reporter) -> None:
+        searching = self.full_search
+        prev_end = None
+        tail = b""
+        for addr, buf in _segments(self.mem):
+            mv = _bytes_view(buf)
+            for p in _strided_matches(self.mem, addr, mv, NOTE_HEADER_SIZE, NEEDLE):
+                self._aligned_hit(p + NOTE_HEADER_SIZE)
+            self.data_pages += _strided_matches(self.mem, addr, mv, 0, TEXT_MAGIC)
+            if searching and not self.exhaustive and any(c.valid for c in self.aligned.values()):
+                searching = False  # auto: the full search is needed only while no aligned note is valid
+            if searching:
+                found = [addr + m.start() for m in _NEEDLE_RE.finditer(mv)]
+                if prev_end == addr and tail:  # a name split across two buffers
+                    seam = tail + bytes(mv[: len(NEEDLE) - 1])
+                    found += [addr - len(tail) + m.start() for m in _NEEDLE_RE.finditer(seam)]
+                for h in found:
+                    if h % 4:
+                        self.unaligned += 1
+                    elif len(self.full_hits) < MAX_HITS:
+                        self.full_hits.add(h)
+                    else:
+                        self.capped = True
+                prev_end = addr + len(mv)
+                tail = bytes(mv[-(len(NEEDLE) - 1):])
+            rep.at(addr + len(mv))
+            if not self.exhaustive and self._unbeatable():
+                self.stopped = addr + len(mv)
+                return
+
+    def _aligned_hit(self, name_paddr: int) -> None:
+        if name_paddr in self.aligned:
+            return
+        if len(self.aligned) >= MAX_HITS:
+            self.capped = True
+            return
+        self.aligned[name_paddr] = _validate(self.mem, name_paddr, True, self.byteorder)
+
+    def _unbeatable(self) -> bool:
+        """Is there a valid aligned note that no later one can outrank (:func:`_rank` all true)?
+        Checked without adding evidence: the final checks run once more on every candidate."""
+        if not self.verify_uts:
+            return False
+        for c in self.aligned.values():
+            if not c.valid or c.text is None or c.facts.get("crashtime") is None:
+                continue
+            if not any(_data_page_matches(self.mem, c.text.raw, p) for p in self.data_pages):
+                continue
+            if uts_verdict(self.mem, c.text)[0] is True:
+                self.best = c.paddr
+                return True
+        return False
 
 
 def _segments(mem: PhysicalMemory) -> Iterator[tuple[int, Buffer]]:
@@ -166,40 +256,6 @@ def _strided_matches(mem: PhysicalMemory, addr: int, mv: memoryview, at: int, ma
         j = column.find(magic[:1], j + 1)
     return out
 
-
-def _aligned_pass(mem: PhysicalMemory, rep: _Reporter) -> tuple[list[int], list[int]]:
-    names: list[int] = []
-    data: list[int] = []
-    for addr, buf in _segments(mem):
-        mv = _bytes_view(buf)
-        names += [p + NOTE_HEADER_SIZE for p in _strided_matches(mem, addr, mv, NOTE_HEADER_SIZE, NEEDLE)]
-        data += _strided_matches(mem, addr, mv, 0, TEXT_MAGIC)
-        rep.at(addr + len(mv))
-    rep.next_pass(mem.size)
-    return names, data
-
-
-def _full_pass(mem: PhysicalMemory, rep: _Reporter) -> tuple[list[int], int]:
-    hits: list[int] = []
-    unaligned = 0
-    prev_end = None
-    tail = b""
-    for addr, buf in _segments(mem):
-        mv = _bytes_view(buf)
-        found = [addr + m.start() for m in _NEEDLE_RE.finditer(mv)]
-        if prev_end == addr and tail:  # a name split across two buffers
-            seam = tail + bytes(mv[: len(NEEDLE) - 1])
-            found += [addr - len(tail) + m.start() for m in _NEEDLE_RE.finditer(seam)]
-        for h in found:
-            if h % 4:
-                unaligned += 1
-            else:
-                hits.append(h)
-        prev_end = addr + len(mv)
-        tail = bytes(mv[-(len(NEEDLE) - 1):])
-        rep.at(prev_end)
-    rep.next_pass(mem.size)
-    return sorted(set(hits)), unaligned
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -273,6 +329,12 @@ def _validate(mem: PhysicalMemory, name_paddr: int, aligned_pass: bool, byteorde
     return cand
 
 
+def _data_page_matches(mem: PhysicalMemory, raw: bytes, page: int) -> bool:
+    """Does the page at ``page`` hold exactly ``raw`` (then a NUL or its end)?"""
+    got = read_or_none(mem, page, len(raw) + 1) or read_or_none(mem, page, len(raw))
+    return got is not None and got[: len(raw)] == raw and got[len(raw):] in (b"", b"\0")
+
+
 def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) -> None:
     """Match ``vmcoreinfo_data`` pages (the raw text, then zeros) to the candidates."""
     used: set[int] = set()
@@ -280,8 +342,7 @@ def _attach_data_pages(mem: PhysicalMemory, finding: Finding, pages: list[int]) 
         assert c.text is not None
         raw = c.text.raw
         for p in pages:
-            got = read_or_none(mem, p, len(raw) + 1) or read_or_none(mem, p, len(raw))
-            if got is not None and got[: len(raw)] == raw and got[len(raw):] in (b"", b"\0"):
+            if _data_page_matches(mem, raw, p):
                 c.data_paddr = p
                 used.add(p)
                 c.evidence.ok("data page", "the raw text also sits page-aligned here (vmcoreinfo_data)", p)
@@ -318,18 +379,15 @@ def _text_page_candidate(mem: PhysicalMemory, paddr: int) -> Candidate | None:
     return c
 
 
-def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
-    """Does ``init_uts_ns`` hold this text's release where the text says the kernel is?"""
-    assert c.text is not None
-    t = c.text
+def uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, int | None]:
+    """(confirmed, why, where): does ``init_uts_ns`` hold the text's release where the text
+    says the kernel is?  ``None`` when that cannot be checked."""
     try:
         sym = t.symbol("init_uts_ns")
         pb = t.phys_base
         name_off = t.offset("uts_namespace", "name")
     except VmciError as err:
-        c.evidence.info("init_uts_ns", f"cannot check: {err}")
-        c.facts["uts_confirmed"] = None
-        return
+        return None, f"cannot check: {err}", None
     arch = for_vmcoreinfo(t)  # the architecture whose kernels write NUMBER(phys_base)
     paddr = None
     if sym is not None and pb is not None and not pb.legacy_symbol and arch is not None:
@@ -337,25 +395,28 @@ def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
     if paddr is None:
         why = "legacy SYMBOL(phys_base) only" if pb is not None and pb.legacy_symbol else \
             "needs SYMBOL(init_uts_ns) and NUMBER(phys_base)"
-        c.evidence.info("init_uts_ns", f"cannot check: {why}")
-        c.facts["uts_confirmed"] = None
-        return
+        return None, f"cannot check: {why}", None
     data = read_or_none(mem, paddr, 16 + 390) if paddr >= 0 else None
     if data is None:
-        c.evidence.info("init_uts_ns", "cannot check: its physical address is not in the dump", paddr)
-        c.facts["uts_confirmed"] = None
-        return
+        return None, "cannot check: its physical address is not in the dump", paddr
     release = (t.osrelease or "").encode()[:64]
     offsets = [name_off] if name_off is not None else [0, 4, 8, 16]
     ok = any(data[o:o + 6] == b"Linux\0" and data[o + 130:o + 131 + len(release)] == release + b"\0"
              for o in offsets if 0 <= o <= 16)
-    c.facts["uts_confirmed"] = ok
     if ok:
-        c.evidence.ok("init_uts_ns", f"holds 'Linux' and release {t.osrelease}: the text's KERNELOFFSET "
-                                     "and phys_base place the running kernel correctly", paddr)
-    else:
-        c.evidence.warn("init_uts_ns", "does not hold this release where the text's symbols and "
-                                       "phys_base point: a stale copy (previous boot?)", paddr)
+        return True, (f"holds 'Linux' and release {t.osrelease}: the text's KERNELOFFSET "
+                      "and phys_base place the running kernel correctly"), paddr
+    return False, ("does not hold this release where the text's symbols and "
+                   "phys_base point: a stale copy (previous boot?)"), paddr
+
+
+def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
+    """Does ``init_uts_ns`` hold this text's release where the text says the kernel is?"""
+    assert c.text is not None
+    ok, why, paddr = uts_verdict(mem, c.text)
+    c.facts["uts_confirmed"] = ok
+    verdict: Verdict = "info" if ok is None else "ok" if ok else "warn"
+    c.evidence.add("init_uts_ns", why, verdict, paddr)
 
 
 # -- choice ---------------------------------------------------------------------------------------

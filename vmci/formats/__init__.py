@@ -118,11 +118,18 @@ def open_dump(path: str | os.PathLike[str], *, format: str = "auto", raw_base: i
 
 
 def _dispatch(src: FileSource, path: Path, format: str, raw_base: int) -> Dump:
-    fmt = detect(src.read(0, min(src.size, PROBE_BYTES)), src.size, format)
+    head = src.read(0, min(src.size, PROBE_BYTES))
+    fmt = detect(head, src.size, format)
+    actual = detect(head, src.size) if format != "auto" else fmt
+    if fmt is not None and fmt.name == "raw" and actual is not None:
+        # a forced format is checked against what the file's first bytes say
+        raise FormatError(f"--format raw, but the file is a {actual.name} dump (its magic at offset 0); "
+                          f"read it without --format or with --format {actual.name}", field="magic", offset=0)
     if fmt is not None:
         return fmt.load(src, path, raw_base)
     if format != "auto":
-        raise FormatError(f"not a {format} dump", field="magic", offset=0)
+        said = f": its first bytes are a {actual.name} dump's" if actual is not None else ""
+        raise FormatError(f"not a {format} dump{said}", field="magic", offset=0)
     if not src.size:
         raise FormatError("the file is empty", field="magic", offset=0)
     raise FormatError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +30,11 @@ from vmci.layouts.flattened import (
     flat_record,
 )
 from vmci.layouts.magic import ELF_MAGIC, is_flattened, is_kdump
+
+#: Reads larger than this that the records mostly do not back are refused, not zero-filled: the
+#: rearranged file's size comes from record offsets, which a corrupt file sets to anything.
+BIG_READ = 64 << 20
+HUGE_FILE = 1 << 46  # a rearranged file past 64 TiB is worth a warning
 
 _HEAD = struct_format(flat_header)
 _REC = struct_format(flat_record)
@@ -91,6 +97,11 @@ class FlattenedSource:
             self.warnings.append(f"{end - pos} bytes after the flattened end marker ignored")
         self.records = len(dest)
         self._build(dest, size, src)
+        if self.size > HUGE_FILE:
+            self.warnings.append(
+                f"records reach offset {self.size:#x} of the rearranged file but hold only "
+                f"{sum(size):#x} bytes: a corrupt record offset?"
+            )
 
     def _build(self, dest: array, size: array, src: array) -> None:
         order = sorted(range(len(dest)), key=dest.__getitem__)
@@ -141,6 +152,14 @@ class FlattenedSource:
         if i >= 0 and offset + n <= self._dest[i] + self._size[i]:
             s = self._src[i] + offset - self._dest[i]
             return self.file.buffer[s : s + n]
+        if n > BIG_READ:
+            backed = sum(b for _, b in self.data_runs(offset, n))
+            if backed < n // 2:
+                raise FormatError(
+                    f"read of {n:#x} bytes at {offset:#x} of the rearranged file, which holds only "
+                    f"{backed:#x} of them (a corrupt record offset, or a header claiming too much)",
+                    offset=offset,
+                )
         out = bytearray(n)
         pos = offset
         i = max(i, 0)
@@ -166,6 +185,28 @@ class FlattenedSource:
             if hi > lo:
                 self.file.release(s + lo - d, hi - lo)
             i += 1
+
+    def data_runs(self, offset: int, n: int) -> Iterator[tuple[int, int]]:
+        # gaps between records read as zeros: only the records hold data
+        end = min(offset + n, self.size)
+        i = max(0, bisect.bisect_right(self._dest, offset) - 1)
+        run_lo = run_hi = -1
+        while i < len(self._dest) and self._dest[i] < end:
+            d, sz, s = self._dest[i], self._size[i], self._src[i]
+            lo, hi = max(d, offset), min(d + sz, end)
+            i += 1
+            if hi <= lo:
+                continue
+            for a, b in self.file.data_runs(s + lo - d, hi - lo):  # holes of the flattened file too
+                a, b = a - s + d, a - s + d + b
+                if a == run_hi:
+                    run_hi = b
+                    continue
+                if run_hi > run_lo:
+                    yield run_lo, run_hi - run_lo
+                run_lo, run_hi = a, b
+        if run_hi > run_lo:
+            yield run_lo, run_hi - run_lo
 
     def close(self) -> None:
         self.file.close()

@@ -3,13 +3,13 @@ file's byte 0 is physical address ``base``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from vmci.core.dump import Dump
 from vmci.core.headers import RawHeader
-from vmci.core.memory import Extent, PhysicalMemory, Range, is_zero
+from vmci.core.memory import Extent, PhysicalMemory, Range, Run, is_zero
 from vmci.formats.source import FileSource
 
 
@@ -31,6 +31,19 @@ class RawMemory(PhysicalMemory):
             return Extent(None, limit, "hole")
         take = min(limit, self.src.size - off)
         return Extent(self.src.view(off, take), take)
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        # the file's holes read as zeros: a sparse image costs what it stores
+        lo = max(start, self.base)
+        hi = self.base + self.src.size if end is None else min(end, self.base + self.src.size)
+        pos = lo
+        for off, n in self.src.data_runs(lo - self.base, hi - lo):
+            if self.base + off > pos:
+                yield Run(pos, self.base + off - pos, None, True)
+            yield Run(self.base + off, n)
+            pos = self.base + off + n
+        if pos < hi:
+            yield Run(pos, hi - pos, None, True)
 
 
 def read_raw(src: FileSource, path: Path, base: int = 0) -> Dump:

@@ -4,8 +4,10 @@ read in place through its record index.  Readers see a logical file either way."
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +31,12 @@ class Source(Protocol):
 
     def release(self, offset: int, n: int) -> None:
         """Hint that ``[offset, offset+n)`` will not be needed soon (drops it from RSS)."""
+        ...
+
+    def data_runs(self, offset: int, n: int) -> Iterator[tuple[int, int]]:
+        """``(offset, size)`` stretches of ``[offset, offset+n)`` that may hold non-zero bytes;
+        the rest reads as zeros (a sparse file's holes, a flattened file's gaps).  O(1) per
+        stretch."""
         ...
 
     def close(self) -> None: ...
@@ -89,6 +97,33 @@ class FileSource:
         hi = min(self.size, offset + n) // mmap.PAGESIZE * mmap.PAGESIZE
         if hi > lo:
             self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def data_runs(self, offset: int, n: int) -> Iterator[tuple[int, int]]:
+        # The file system knows its holes (lseek SEEK_DATA/SEEK_HOLE, Linux 3.1+): a sparse dump
+        # of a big guest is mostly holes, and reading them would fault in gigabytes of zeros.
+        end = min(self.size, offset + n)
+        pos = max(offset, 0)
+        seek_data = getattr(os, "SEEK_DATA", None)
+        seek_hole = getattr(os, "SEEK_HOLE", None)
+        if seek_data is None or seek_hole is None or self._fd < 0:
+            if end > pos:
+                yield pos, end - pos
+            return
+        while pos < end:
+            try:
+                data = os.lseek(self._fd, pos, seek_data)
+            except OSError as e:  # ENXIO: no data after pos; another error: take it all as data
+                if e.errno != errno.ENXIO:
+                    yield pos, end - pos
+                return
+            if data >= end:
+                return
+            try:
+                hole = os.lseek(self._fd, data, seek_hole)
+            except OSError:
+                hole = end
+            yield data, min(hole, end) - data
+            pos = hole
 
     def close(self) -> None:
         self._mv.release()

@@ -158,6 +158,14 @@ def program_from_dump(
             text, prov = vmcoreinfo_for_dump(
                 dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, synthesize=synthesize, symbols=symbols
             )
+        if vmcoreinfo is not None:  # the user's text must describe the kernel in this dump
+            from vmci.analysis.given import check_given_vmcoreinfo
+
+            check = check_given_vmcoreinfo(dump, text)
+            bad = [st for st in check if st.verdict == "fail"]
+            if bad:
+                raise UsageError(f"the VMCOREINFO given ({prov['source']}) is not this dump's: "
+                                 + "; ".join(f"{st.action}: {st.detail}" for st in bad))
         if prov["synthesized"] is None:
             from vmci.kernel.vmcoreinfo import is_synthesized
 

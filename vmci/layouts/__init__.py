@@ -2,7 +2,9 @@
 
 :func:`struct_format` derives a :mod:`struct` format string from a flat construct ``Struct``
 of fixed-size integer and byte fields, so hot loops (page descriptors, program headers) can
-use ``struct.iter_unpack`` while the declaration stays the single source of truth.
+use ``struct.iter_unpack`` while the declaration stays the single source of truth;
+:func:`numpy_dtype` derives a numpy structured dtype from the same declaration, for tables
+processed whole (a kdump file's page descriptors).
 """
 
 from __future__ import annotations
@@ -72,3 +74,36 @@ def field_names(decl: Any) -> list[str]:
     while isinstance(decl, cs.Renamed):
         decl = decl.subcon
     return [s.name for s in decl.subcons if s.name]
+
+
+def numpy_dtype(decl: Any) -> Any:
+    """A numpy structured ``dtype`` equivalent to a flat construct ``Struct`` of integer fields
+    (padding allowed): the same names, offsets, sizes, signedness and byte order."""
+    import numpy as np
+
+    fmt = struct_format(decl)  # checks the declaration is flat and of one byte order
+    order = fmt.format[0]
+    import construct as cs
+
+    while isinstance(decl, cs.Renamed):
+        decl = decl.subcon
+    names: list[str] = []
+    formats: list[str] = []
+    offsets: list[int] = []
+    pos = 0
+    for sub in decl.subcons:
+        code, _ = _code(sub)
+        size = struct.calcsize("<" + code)
+        if sub.name and not code.endswith("x"):
+            if code.endswith("s"):
+                formats.append(f"S{size}")
+            else:
+                kind = "i" if code.islower() else "u"
+                formats.append(f"{order}{kind}{size}")
+            names.append(sub.name)
+            offsets.append(pos)
+        pos += size
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": fmt.size})
+    if dtype.itemsize != fmt.size:
+        raise TypeError(f"dtype size {dtype.itemsize} != construct size {fmt.size}")
+    return dtype

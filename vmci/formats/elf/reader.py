@@ -24,7 +24,7 @@ from typing import Any
 
 from vmci.core.dump import Dump, Note
 from vmci.core.headers import ElfHeader
-from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, find_span, merge_ranges
+from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run, find_span, merge_ranges
 from vmci.errors import FormatError, TruncatedError
 from vmci.formats.notes import cpus_from, decode_notes
 from vmci.formats.source import Source
@@ -40,6 +40,7 @@ from vmci.layouts.elf import (
 
 EXCLUDED_TAIL = "excluded (in p_memsz beyond p_filesz: the dump tool left it out)"
 MAX_PHYS = 1 << 52  # x86_64 and arm64 physical address width limit
+HUGE_TAIL = 1 << 46  # 64 TiB described only: beyond any VM (read as one run all the same)
 EM_BY_NAME = {"EM_386": EM_386, "EM_X86_64": EM_X86_64}
 
 
@@ -155,6 +156,11 @@ class ElfMemory(PhysicalMemory):
                 data.append(_Piece(paddr, in_file, off, None))
             if in_file < backed:
                 missing.append(_Piece(paddr + in_file, backed - in_file, -1, "truncated"))
+            if memsz - backed > HUGE_TAIL:
+                warnings.append(
+                    f"PT_LOAD at {paddr:#x} describes {memsz - backed:#x} bytes beyond its p_filesz "
+                    f"({memsz:#x} in all): more than any machine has, a corrupt p_memsz?"
+                )
             if backed < memsz:
                 # The ELF spec zero-fills p_memsz beyond p_filesz, and crash does; but every dump
                 # writer uses it for pages it left out (makedumpfile -E: filtered pages), so they
@@ -182,12 +188,45 @@ class ElfMemory(PhysicalMemory):
             return Extent(None, take, p.missing)
         return Extent(self.src.view(p.file_off + paddr - p.start, take), take)
 
-    def chunks(
-        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
-    ) -> Iterator[tuple[int, Buffer]]:
-        for addr, buf in super().chunks(start, end, max_size):
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        # one run per piece (a described-only tail of any size costs O(1)), data pieces split
+        # by the file's holes, which read as zeros
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        cur: Run | None = None
+        for p in self._pieces[i:]:
+            a, b = max(p.start, start), p.start + p.size if end is None else min(p.start + p.size, end)
+            if end is not None and p.start >= end:
+                break
+            if b <= a:
+                continue
+            if p.missing is not None:
+                parts = [Run(a, b - a, p.missing)]
+            else:
+                parts = []
+                pos = a
+                base = p.file_off - p.start
+                for off, n in self.src.data_runs(base + a, b - a):
+                    if off - base > pos:
+                        parts.append(Run(pos, off - base - pos, None, True))
+                    parts.append(Run(off - base, n))
+                    pos = off - base + n
+                if pos < b:
+                    parts.append(Run(pos, b - pos, None, True))
+            for r in parts:
+                if cur is not None and cur.end == r.start and (cur.missing, cur.zero) == (r.missing, r.zero):
+                    cur = cur._replace(size=cur.size + r.size)
+                    continue
+                if cur is not None:
+                    yield cur
+                cur = r
+        if cur is not None:
+            yield cur
+
+    def _run_buffers(self, run: Run, max_size: int) -> Iterator[tuple[int, Buffer]]:
+        for addr, buf in super()._run_buffers(run, max_size):
             yield addr, buf
-            self._release(addr, len(buf))
+            if not run.zero:
+                self._release(addr, len(buf))
 
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         done = start

@@ -3,23 +3,52 @@ page-descriptor table, decompressed on demand (a small LRU cache), never loaded 
 
 Works on any :class:`~vmci.formats.source.Source`, so a flattened file is read in place
 through its record index.
+
+Walks (:meth:`KdumpMemory.runs`, ``chunks``, ``data_chunks``, ``pages``) go a window of PFNs at a
+time, vectorised with numpy over the mmap'd bitmaps and page-descriptor table (``page_desc`` as a
+structured dtype derived from its declaration in :mod:`vmci.layouts.kdump`): excluded pages,
+holes, pages of another file of a split set and pages that share the stored zero page cost no
+Python per page; only pages with data are decompressed.  Both QEMU (``dump.c``,
+``write_dump_pages()``: ``pd_zero``) and makedumpfile (``write_kdump_pages()``) store one zero
+page and point every zero page's descriptor at it; a descriptor pointing back at data stored
+earlier is how such sharing shows, and the shared page is decompressed once to check it really
+is zero.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from vmci.core.codecs import CodecError, decompress_page
-from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range
+from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, is_zero
 from vmci.errors import UnsupportedError
 from vmci.formats.kdump.bitmap import RankIndex, bit_runs, read_bitmaps
 from vmci.formats.kdump.header import KdumpInfo
 from vmci.formats.source import Source
-from vmci.layouts import struct_format
+from vmci.layouts import numpy_dtype, struct_format
 from vmci.layouts.kdump import CODEC_BITS, COMPRESSION_FLAGS
 
 _CODEC_BY_BIT = {int(bit): name for name, bit in COMPRESSION_FLAGS.items()}
+
+#: PFNs classified per step of a walk (64 Ki PFNs: 8 KiB of each bitmap, at most 1.5 MiB of
+#: descriptors; the arrays a step makes stay a few MiB, so peak RSS stays flat).
+WINDOW = 1 << 16
+#: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
+#: hostile file may share many; the others are read as data, which is correct, only slower).
+MAX_SHARED_CHECKS = 16
+
+# page classes of a walk, and what an unreadable one says (as :meth:`KdumpMemory.page` does)
+DATA, ZERO, HOLE, EXCLUDED, OTHER_FILE, TRUNCATED, INCOMPLETE, CORRUPT = range(8)
+_MISSING = {
+    HOLE: "hole",
+    EXCLUDED: "excluded",
+    OTHER_FILE: "in another file of the split set",
+    TRUNCATED: "truncated",
+    INCOMPLETE: "incomplete (empty page descriptor)",
+    CORRUPT: "corrupt: stored size exceeds the block size",
+}
 
 
 class KdumpMemory(PhysicalMemory):
@@ -49,6 +78,7 @@ class KdumpMemory(PhysicalMemory):
         self._cache: OrderedDict[int, Buffer] = OrderedDict()
         self._cache_pages = cache_pages
         self._bad: dict[int, str] = {}
+        self._shared: dict[tuple[int, int, int], bool] = {}
         self._truncated = False
         if self.n_desc:  # writers store pages in PFN order: the last one ends the file
             last = self._read_desc(self.n_desc - 1)
@@ -106,12 +136,7 @@ class KdumpMemory(PhysicalMemory):
         if size > bs:
             return self._corrupt(pfn, f"stored size {size} exceeds the block size {bs}")
         if off + size > self.src.size:
-            if not self._truncated:
-                self._truncated = True
-                self.warnings.append(
-                    f"page data at {off:#x} lies past the end of the file ({self.src.size:#x}): "
-                    "the dump is truncated, such pages are unreadable"
-                )
+            self._note_truncated(off)
             return "truncated"
         data = self.src.view(off, size)
         codec = flags & CODEC_BITS
@@ -144,52 +169,209 @@ class KdumpMemory(PhysicalMemory):
             return Extent(None, take, page)
         return Extent(memoryview(page)[off : off + take], take)
 
-    def chunks(
-        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
-    ) -> Iterator[tuple[int, Buffer]]:
-        # Pages come through the sequential descriptor path and are joined into runs: a scan
-        # then sees a few large buffers instead of one call per page.
+    # -- walks -----------------------------------------------------------------------------
+
+    def _windows(self, lo: int, hi: int) -> Iterator[tuple[int, Any, Any, Any]]:
+        """Classify PFNs ``[lo, hi)`` a window at a time: ``(first PFN, codes, positions,
+        descriptors)``, where ``codes`` holds a page class per PFN and ``descriptors`` the page
+        descriptors of the PFNs at ``positions`` (window-relative) that have one."""
+        import numpy as np
+
+        info = self.info
+        hi = min(hi, info.max_mapnr)
+        if hi <= lo:
+            return
         bs = self.page_size
+        b1 = np.frombuffer(self.bitmap1, np.uint8)
+        b2 = np.frombuffer(self.bitmap2, np.uint8)
+        dtype = numpy_dtype(info.layout.page_desc)
+        dsize = dtype.itemsize
+        fsize = self.src.size
+        carry = -1  # the highest data offset seen so far: a descriptor at or below it shares data
+        for w0 in range(lo, hi, WINDOW):
+            w1 = min(w0 + WINDOW, hi)
+            n = w1 - w0
+            shift = w0 & 7
+            bytes_lo, bytes_hi = w0 >> 3, (w1 + 7) >> 3
+            ram = np.unpackbits(b1[bytes_lo:bytes_hi], bitorder="little")[shift:shift + n].astype(bool)
+            dumped = np.unpackbits(b2[bytes_lo:bytes_hi], bitorder="little")[shift:shift + n].astype(bool)
+            codes = np.where(ram, EXCLUDED, HOLE).astype(np.int8)
+            a = min(max(info.start_pfn - w0, 0), n)
+            b = min(max(info.end_pfn - w0, 0), n)
+            codes[:a][ram[:a] & dumped[:a]] = OTHER_FILE
+            codes[b:][ram[b:] & dumped[b:]] = OTHER_FILE
+            pos = np.flatnonzero(dumped[a:b]) + a
+            idx0 = self.rank(w0 + a) - self._first_idx
+            k = max(0, min(len(pos), self.n_desc - max(idx0, 0)))
+            if idx0 < 0:  # cannot happen with a consistent rank; be safe
+                k = 0
+            has = pos[:k]
+            codes[pos[k:]] = np.where(ram[pos[k:]], TRUNCATED, HOLE)
+            desc = np.empty(0, dtype)
+            if k:
+                off = info.desc_offset + idx0 * dsize
+                desc = np.frombuffer(self.src.view(off, k * dsize), dtype)
+                offs = desc["offset"].astype(np.int64)
+                sizes = desc["size"].astype(np.int64)
+                flags = desc["flags"].astype(np.int64)
+                cls = np.full(k, DATA, np.int8)
+                empty = (offs <= 0) | (sizes <= 0)
+                past = ~empty & (offs + sizes > fsize)
+                big = ~empty & ~past & (sizes > bs)
+                cls[empty] = INCOMPLETE
+                cls[past] = TRUNCATED
+                cls[big] = CORRUPT
+                if past.any():
+                    self._note_truncated(int(offs[past][0]))
+                if big.any():
+                    j = int(np.flatnonzero(big)[0])
+                    why = f"stored size {int(sizes[j])} exceeds the block size {bs}"
+                    self._corrupt(w0 + int(has[j]), why)
+                good = cls == DATA
+                prev = np.maximum.accumulate(np.concatenate(([carry], np.where(good, offs, -1))))
+                carry = int(prev[-1])
+                back = good & (offs <= prev[:-1])
+                zero = self._zero_mask(offs, sizes, flags, back, w0, has)
+                cls[zero & good] = ZERO
+                codes[has] = np.where(ram[has], cls, HOLE)
+            yield w0, codes, has, desc
+            if k:  # keep RSS flat on big dumps: drop the descriptors this window mapped
+                self.src.release(info.desc_offset + idx0 * dsize, k * dsize)
+
+    def _zero_mask(self, offs: Any, sizes: Any, flags: Any, back: Any, w0: int, has: Any) -> Any:
+        """Which descriptors point at a stored page known to be all zero; the pages that
+        descriptors in ``back`` share are checked the first time they are seen."""
+        import numpy as np
+
+        def matching(want: bool | None) -> Any:
+            mask = np.zeros(len(offs), bool)
+            for (o, sz, fl), zero in self._shared.items():
+                if want is None or zero == want:
+                    mask |= (offs == o) & (sizes == sz) & (flags == fl)
+            return mask
+
+        new = back & ~matching(None)
+        while new.any() and len(self._shared) < MAX_SHARED_CHECKS:
+            j = int(np.argmax(new))
+            key = (int(offs[j]), int(sizes[j]), int(flags[j]))
+            page = self._load(w0 + int(has[j]), (*key, 0))
+            self._shared[key] = not isinstance(page, str) and is_zero(page)
+            new &= ~((offs == key[0]) & (sizes == key[1]) & (flags == key[2]))
+        return matching(True)
+
+    def _note_truncated(self, off: int) -> None:
+        if not self._truncated:
+            self._truncated = True
+            self.warnings.append(
+                f"page data at {off:#x} lies past the end of the file ({self.src.size:#x}): "
+                "the dump is truncated, such pages are unreadable"
+            )
+
+    def _pfn_bounds(self, start: int, end: int | None) -> tuple[int, int]:
+        bs = self.page_size
+        return start // bs, self.info.max_mapnr if end is None else min(-(-end // bs), self.info.max_mapnr)
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        import numpy as np
+
+        bs = self.page_size
+        lo, hi = self._pfn_bounds(max(start, 0), end)
+        stop = hi * bs if end is None else min(end, hi * bs)
+        cur: Run | None = None
+        for w0, codes, _, _ in self._windows(lo, hi):
+            cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+            bounds = [0, *cuts.tolist(), len(codes)]
+            for i in range(len(bounds) - 1):
+                code = int(codes[bounds[i]])
+                if code == HOLE:
+                    if cur is not None:
+                        yield cur
+                        cur = None
+                    continue
+                a = max((w0 + bounds[i]) * bs, start)
+                b = min((w0 + bounds[i + 1]) * bs, stop)
+                if b <= a:
+                    continue
+                missing = _MISSING.get(code)
+                is_zero_run = code == ZERO
+                if cur is not None and cur.end == a and cur.missing == missing and cur.zero == is_zero_run:
+                    cur = cur._replace(size=b - cur.start)
+                else:
+                    if cur is not None:
+                        yield cur
+                    cur = Run(a, b - a, missing, is_zero_run)
+        if cur is not None:
+            yield cur
+
+    def _decoded(self, lo: int, hi: int, want_zero: bool) -> Iterator[tuple[int, Buffer | None]]:
+        """``(pfn, page)`` for readable pages in ``[lo, hi)`` in PFN order: data pages
+        decompressed, zero pages as ``None`` (only when ``want_zero``)."""
+        import numpy as np
+
+        for w0, codes, has, desc in self._windows(lo, hi):
+            where = (codes == DATA) | (codes == ZERO) if want_zero else codes == DATA
+            sel = np.flatnonzero(where)
+            if not len(sel):
+                continue
+            # descriptor row of each selected PFN: ``has`` is sorted, so a search finds it
+            rows = np.searchsorted(has, sel)
+            kinds = codes[sel].tolist()
+            offs = desc["offset"][rows].tolist()
+            sizes = desc["size"][rows].tolist()
+            flags = desc["flags"][rows].tolist()
+            lo_data, hi_data = 1 << 63, 0
+            for i, p in enumerate(sel.tolist()):
+                if kinds[i] == ZERO:
+                    yield w0 + p, None
+                    continue
+                o, n = offs[i], sizes[i]
+                page = self._load(w0 + p, (o, n, flags[i], 0))
+                lo_data, hi_data = min(lo_data, o), max(hi_data, o + n)
+                if not isinstance(page, str):
+                    yield w0 + p, page
+            # keep RSS flat on big dumps: drop what this window mapped
+            if hi_data > lo_data and hi_data - lo_data < 1 << 30:
+                self.src.release(lo_data, hi_data - lo_data)
+
+    def _joined(self, start: int, end: int | None, max_size: int,
+                want_zero: bool) -> Iterator[tuple[int, Buffer]]:
+        bs = self.page_size
+        lo, hi = self._pfn_bounds(max(start, 0), end)
+        stop = hi * bs if end is None else min(end, hi * bs)
         buf = bytearray()
         run = -1
-        first = start // bs * bs
-        for addr, page in self.pages(first, None if end is None else -(-end // bs) * bs):
-            lo = max(start - addr, 0)
-            hi = bs if end is None else min(bs, end - addr)
-            if buf and (addr + lo != run + len(buf) or len(buf) + bs > max_size):
+        for pfn, page in self._decoded(lo, hi, want_zero):
+            addr = pfn * bs
+            a, b = max(addr, start), min(addr + bs, stop)
+            if b <= a:
+                continue
+            if buf and (a != run + len(buf) or len(buf) + (b - a) > max_size):
                 yield run, buf
                 buf = bytearray()
             if not buf:
-                run = addr + lo
-            buf += page if (lo, hi) == (0, bs) else memoryview(page)[lo:hi]
+                run = a
+            data: Buffer = ZEROS[:bs] if page is None else page
+            buf += data if (a, b) == (addr, addr + bs) else memoryview(data)[a - addr : b - addr]
         if buf:
             yield run, buf
 
+    def chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        # Pages come through the vectorised descriptor walk and are joined into runs: a scan
+        # then sees a few large buffers instead of one call per page.
+        return self._joined(start, end, max_size, want_zero=True)
+
+    def data_chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        # only pages with stored data: those sharing the zero page are known to be zero
+        return self._joined(start, end, max_size, want_zero=False)
+
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         bs = self.page_size
-        info = self.info
-        lo = max(-(-start // bs), info.start_pfn)
-        hi = info.end_pfn if end is None else min(end // bs, info.end_pfn)
-        dsize = self._desc.size
-        batch = 4096
-        bitmap1 = self.bitmap1
-        for first, stop in bit_runs(self.bitmap2, hi, lo):
-            first = max(first, lo)
-            idx = self.rank(first) - self._first_idx
-            pfn = first
-            while pfn < stop and idx < self.n_desc:
-                n = min(batch, stop - pfn, self.n_desc - idx)
-                table = self.src.view(info.desc_offset + idx * dsize, n * dsize)
-                lo_data, hi_data = 1 << 63, 0
-                for desc in self._desc.iter_unpack(table):
-                    if bitmap1[pfn >> 3] >> (pfn & 7) & 1:
-                        page = self._load(pfn, desc)
-                        if not isinstance(page, str):
-                            yield pfn * bs, page
-                    lo_data, hi_data = min(lo_data, desc[0]), max(hi_data, desc[0] + desc[1])
-                    pfn += 1
-                # keep RSS flat on big dumps: drop what this batch mapped
-                self.src.release(info.desc_offset + idx * dsize, n * dsize)
-                if hi_data > lo_data and hi_data - lo_data < 1 << 30:
-                    self.src.release(lo_data, hi_data - lo_data)
-                idx += n
+        lo = -(-max(start, 0) // bs)
+        hi = self.info.max_mapnr if end is None else min(end // bs, self.info.max_mapnr)
+        zero = bytes(bs)
+        for pfn, page in self._decoded(lo, hi, want_zero=True):
+            yield pfn * bs, zero if page is None else page

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vmci.core.dump import Dump
 from vmci.core.headers import KdumpHeader
-from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range
+from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run
 from vmci.errors import FormatError, UsageError
 from vmci.formats.flattened import read_flattened
 from vmci.formats.kdump.memory import KdumpMemory
@@ -39,9 +39,37 @@ class KdumpSetMemory(PhysicalMemory):
     def extent(self, paddr: int, limit: int) -> Extent:
         return self._part(paddr // self.page_size).extent(paddr, limit)
 
+    def _spans(self, start: int, end: int | None) -> Iterator[tuple[KdumpMemory, int, int | None]]:
+        """Each part with the slice of ``[start, end)`` it serves: from its first PFN (0 for
+        the first part) to the next part's, as :meth:`extent` chooses."""
+        bs = self.page_size
+        for i, part in enumerate(self.parts):
+            lo = 0 if i == 0 else part.info.start_pfn * bs
+            hi = self.parts[i + 1].info.start_pfn * bs if i + 1 < len(self.parts) else None
+            a = max(lo, start)
+            b = hi if end is None else (end if hi is None else min(hi, end))
+            if b is None or b > a:
+                yield part, a, b
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        for part, a, b in self._spans(start, end):
+            yield from part.runs(a, b)
+
+    def chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        for part, a, b in self._spans(start, end):
+            yield from part.chunks(a, b, max_size)
+
+    def data_chunks(
+        self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
+    ) -> Iterator[tuple[int, Buffer]]:
+        for part, a, b in self._spans(start, end):
+            yield from part.data_chunks(a, b, max_size)
+
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
-        for part in self.parts:
-            yield from part.pages(start, end)
+        for part, a, b in self._spans(start, end):
+            yield from part.pages(a, b)
 
 
 def open_kdump_part(path: str | Path) -> Dump:

@@ -8,10 +8,10 @@ found through each block's page index (:mod:`.ram`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, find_span
+from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, find_span
 from vmci.core.saved_state import RamBlockInfo
 from vmci.errors import ExcludedPageError, NotFoundError
 from vmci.formats.migration.ram import ABSENT, ZERO_PAGE, RamBlock
@@ -110,7 +110,47 @@ class MigrationMemory(PhysicalMemory):
             pg += 1
         if fo == ZERO_PAGE:
             return Extent(ZEROS[:take], take)
+        if pg >= have:  # past the pages the stream could have sent: one extent to the end
+            take = limit
         return Extent(None, take, "not in the stream")
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        # page classes from each block's index, run-length encoded with numpy: ZERO records and
+        # pages never sent cost nothing per page; a block longer than its index (a length the
+        # stream claims but never fills) is one run
+        import numpy as np
+
+        ps = self.page_size
+        cur: Run | None = None
+        for m in self._maps:
+            a = max(m.start, start)
+            b = m.start + m.size if end is None else min(m.start + m.size, end)
+            if b <= a:
+                continue
+            first = (m.offset + a - m.start) // ps
+            last = -(-(m.offset + b - m.start) // ps)
+            idx = np.frombuffer(m.block.index, np.int64)[first:last]
+            kinds = np.sign(idx)  # 1 data, 0 ZERO record, -1 never sent
+            cuts = (np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist()
+            bounds = [0, *cuts, len(kinds)] if len(kinds) else [0]
+            pieces = [(bounds[i], bounds[i + 1], int(kinds[bounds[i]])) for i in range(len(bounds) - 1)]
+            if first + len(kinds) < last:
+                pieces.append((len(kinds), last - first, -1))
+            base = m.start - m.offset
+            for lo, hi, kind in pieces:
+                ra = max((first + lo) * ps + base, a)
+                rb = min((first + hi) * ps + base, b)
+                if rb <= ra:
+                    continue
+                r = Run(ra, rb - ra, "not in the stream" if kind < 0 else None, kind == 0)
+                if cur is not None and cur.end == r.start and (cur.missing, cur.zero) == (r.missing, r.zero):
+                    cur = cur._replace(size=cur.size + r.size)
+                    continue
+                if cur is not None:
+                    yield cur
+                cur = r
+        if cur is not None:
+            yield cur
 
 
 @dataclass(frozen=True)

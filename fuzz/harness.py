@@ -1,0 +1,117 @@
+"""The parts every fuzz target shares: the seeds, the scratch file, and what a target does with
+one input.
+
+A target feeds the bytes libFuzzer hands it to vmci as a dump file (in ``/dev/shm`` when there is
+one) and exercises what a user would: ``open_dump`` with the target's format, the memory walks
+(ranges, runs, data chunks, pages, reads), the notes and CPU state, and for the ``analysis``
+target ``analyze``, ``kaslr`` and the kernel log on top.  A :class:`~vmci.errors.VmciError` is the
+expected answer to a bad file; any other exception is a defect (libFuzzer saves the input), so is
+an input that takes longer than ``-timeout`` seconds, and so is a changed input file: the dump is
+opened read-only, and :func:`run_one` asserts its bytes are the same afterwards.
+
+Nothing here imports vmci at module level: a target imports the vmci modules it exercises inside
+``atheris.instrument_imports()`` first, so that coverage is collected for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: The targets: one per container format, and ``analysis`` (analyze, kaslr, dmesg) on top.
+TARGETS = ("elf", "kdump", "flattened", "migration", "libvirt", "raw", "analysis")
+#: Bytes of memory a walk may hand out per input (keeps one execution fast whatever is claimed).
+WALK_BYTES = 2 << 20
+#: The vmci modules each target runs, imported under instrumentation.
+MODULES = {
+    "elf": ["vmci.formats", "vmci.formats.elf.reader", "vmci.formats.notes", "vmci.core.memory"],
+    "kdump": ["vmci.formats", "vmci.formats.kdump.reader", "vmci.formats.kdump.memory",
+              "vmci.formats.kdump.header", "vmci.formats.kdump.bitmap", "vmci.core.codecs"],
+    "flattened": ["vmci.formats", "vmci.formats.flattened", "vmci.formats.kdump.reader",
+                  "vmci.formats.kdump.memory", "vmci.formats.elf.reader"],
+    "migration": ["vmci.formats", "vmci.formats.migration.reader", "vmci.formats.migration.stream",
+                  "vmci.formats.migration.ram", "vmci.formats.migration.memory",
+                  "vmci.formats.migration.cpu"],
+    "libvirt": ["vmci.formats", "vmci.formats.libvirt", "vmci.formats.migration.reader"],
+    "raw": ["vmci.formats", "vmci.formats.raw"],
+    "analysis": ["vmci.formats", "vmci.formats.kdump.reader", "vmci.formats.elf.reader",
+                 "vmci.formats.flattened", "vmci.analysis.analyze", "vmci.analysis.kaslr",
+                 "vmci.analysis.vmgenid", "vmci.discover.run", "vmci.discover.memory_scan",
+                 "vmci.discover.address_blob",
+                 "vmci.discover.acpi", "vmci.firmware.acpi", "vmci.kernel.vmem", "vmci.kernel.printk",
+                 "vmci.kernel.kaslr", "vmci.arch.x86_64.paging", "vmci.kernel.vmcoreinfo"],
+}
+#: The ``--format`` each target forces (``analysis`` detects, as a user's command does).
+FORMAT = {"elf": "elf", "kdump": "kdump", "flattened": "flattened", "migration": "migration",
+          "libvirt": "libvirt", "raw": "raw", "analysis": "auto"}
+
+
+def scratch_dir() -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix="vmci-fuzz-", dir=base))
+
+
+def exercise_dump(dump: Any) -> None:
+    """What a user's commands do with an open dump, each walk bounded by :data:`WALK_BYTES`."""
+    mem = dump.memory
+    ranges = list(mem.ranges)[:4096]
+    _ = mem.size, dump.notes, dump.cpus, dump.header, dump.warnings
+    for r in ranges[:64]:
+        mem.read(r.start, min(r.size, 4096), zero_fill=True)
+        mem.read(max(r.end - 64, r.start), min(r.size, 64), zero_fill=True)
+        mem.readable(r.start, min(r.size, 1 << 20))
+    for i, _run in enumerate(mem.runs()):
+        if i > 10000:
+            break
+    for budget_walk in (mem.data_chunks, mem.chunks, mem.pages):
+        seen = 0
+        for _addr, buf in budget_walk():
+            seen += len(buf)
+            if seen > WALK_BYTES:
+                break
+
+
+def exercise_analysis(dump: Any) -> None:
+    """``analyze`` (every strategy, the checks, vmgenid), ``kaslr`` and ``dmesg`` on a dump."""
+    from vmci.analysis.analyze import analyze
+    from vmci.analysis.kaslr import kaslr_for_dump
+    from vmci.errors import VmciError
+    from vmci.kernel.printk import get_printk_records
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
+    from vmci.kernel.vmem import KernelMemory
+
+    result = analyze(dump).to_dict()
+    kaslr_for_dump(dump)
+    text = result["vmcoreinfo"]["text"]
+    try:
+        kmem = KernelMemory.from_dump(dump, VmcoreInfo.parse(text.encode()) if text else None)
+        get_printk_records(kmem, max_descriptors=256)
+    except VmciError:
+        pass
+
+
+def run_one(data: bytes, target: str, path: Path) -> None:
+    """One input: write it, open and exercise it, check it was not modified."""
+    from vmci.errors import VmciError
+    from vmci.formats import open_dump
+
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).digest()
+    try:
+        with open_dump(path, format=FORMAT[target]) as dump:
+            exercise_dump(dump)
+            if target == "analysis":
+                exercise_analysis(dump)
+    except VmciError:
+        pass
+    assert hashlib.sha256(path.read_bytes()).digest() == digest, "the input file was modified"
+
+
+def make_target(target: str) -> Callable[[bytes], None]:
+    path = scratch_dir() / "input.dump"
+    return lambda data: run_one(data, target, path)
