@@ -10,8 +10,8 @@ import pytest
 from tests.analysis.test_golden import ROOT, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "kaslr", "drgn", "generate", "triage",
-            "report")
+COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "kaslr", "drgn", "convert", "generate",
+            "triage", "report")
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c or "main" for c in COMMANDS])

@@ -26,7 +26,7 @@ from vmci.core.dump import Dump, Note
 from vmci.core.headers import ElfHeader
 from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, find_span, merge_ranges
 from vmci.errors import FormatError, TruncatedError
-from vmci.formats.notes import cpus_from, decode_notes
+from vmci.formats.notes import conversion_record, cpus_from, decode_notes
 from vmci.formats.source import Source
 from vmci.layouts import struct_format
 from vmci.layouts.elf import (
@@ -272,7 +272,11 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     warnings += _section_warnings(elf, src.size)
     if shoff and shoff < phoff:
         quirks.append("section headers before the program headers (QEMU 7.2+ layout)")
-    producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
+    converted = conversion_record(notes)
+    if converted is not None:
+        producer = "vmci convert"
+    else:
+        producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
     elf_header = ElfHeader(
         elf_class=bits,
         byte_order="little" if little else "big",
@@ -282,6 +286,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
         pt_load=loads,
         quirks=quirks,
         producer_guess=producer,
+        converted=converted,
     )
     cpus = cpus_from(notes, arch, warnings, byteorder="little" if little else "big")
     return Dump(

@@ -144,6 +144,17 @@ class KdumpMemory(PhysicalMemory):
             return Extent(None, take, page)
         return Extent(memoryview(page)[off : off + take], take)
 
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        """Runs of PFNs this file holds pages for, from the bitmaps (no page is decompressed)."""
+        info = self.info
+        bm1 = self.bitmap1
+        for lo, hi in bit_runs(self.bitmap2, info.end_pfn, info.start_pfn):
+            lo = max(lo, info.start_pfn)
+            # the 2nd bitmap may mark PFNs the 1st does not (a writer's quirk): RAM only
+            for a, b in bit_runs(bm1, hi, lo):
+                if b > lo:
+                    yield max(a, lo), b
+
     def chunks(
         self, start: int = 0, end: int | None = None, max_size: int = 1 << 20
     ) -> Iterator[tuple[int, Buffer]]:

@@ -43,6 +43,15 @@ class KdumpSetMemory(PhysicalMemory):
         for part in self.parts:
             yield from part.pages(start, end)
 
+    def chunks(self, start: int = 0, end: int | None = None,
+               max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        for part in self.parts:
+            yield from part.chunks(start, end, max_size)
+
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        for part in self.parts:
+            yield from part.page_runs()
+
 
 def open_kdump_part(path: str | Path) -> Dump:
     """Open one kdump file, raw or flattened (a flattened file may also hold an ELF dump)."""
