@@ -118,6 +118,10 @@ class Scenario:
     faults: tuple[str, ...] = ()
     phys_base_bug: bool = True
     qemu_version: str = "7.2"
+    mem_map: bool = False
+    """Opt-in: the guest kernel's memory map (``mem_section`` and a ``struct page`` per page frame,
+    the rest of RAM cut into free, cache, user, slab, hugetlb, poisoned and offline pages), as
+    page filtering reads it (:mod:`vmci.producer.mm`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ram", parse_size(self.ram))
@@ -166,6 +170,8 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["faults"] = list(self.faults)
+        if not self.mem_map:  # opt-in keys appear only when set: earlier truths stay byte-identical
+            del out["mem_map"]
         return out
 
     @property

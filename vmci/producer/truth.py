@@ -121,7 +121,7 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
                 "osrelease": p.layout.osrelease, "kaslr_offset": p.layout.kaslr_offset,
                 "phys_base": p.layout.phys_base, "uts_paddr": p.uts_paddr}
 
-    return {
+    out = {
         "schema": 1,
         "generator": "vmci generate",
         "format": fmt,
@@ -155,3 +155,6 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
         "expected": expected_findings(g, fmt, dump),
         "faults": g.faults,
     }
+    if g.mem_map is not None:  # opt-in (Scenario.mem_map): absent from earlier truths
+        out["mem_map"] = g.mem_map.to_dict()
+    return out
