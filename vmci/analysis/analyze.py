@@ -113,6 +113,7 @@ def analyze(
             "memory_size": dump.memory.size,
             "ranges": [{"start": r.start, "size": r.size} for r in dump.memory.ranges],
             "warnings": list(dump.warnings),
+            **({"converted": c.to_dict()} if (c := getattr(dump.header, "converted", None)) else {}),
         },
         "vmcoreinfo": {
             "found": chosen is not None,
