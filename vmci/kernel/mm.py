@@ -503,6 +503,34 @@ def _reached(np_: Any, starts: np.ndarray, ends: np.ndarray, covered: int) -> np
     return out
 
 
+def reached_blocks(buf: Any, pfn0: int, n: int, lay: PageLayout, level: int,
+                   in_dump: np.ndarray | None = None, *,
+                   covered: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(start, end, class)`` of the blocks of PFNs the ``struct page`` array ``buf`` (PFNs
+    ``pfn0``..``pfn0 + n``) excludes at ``level``, as makedumpfile's loop reaches them: a match
+    inside a block already excluded (or below ``covered``, a block of an earlier array of the same
+    section) is not looked at.  Blocks may end past the array (a free block, a folio)."""
+    import numpy as np
+
+    covered = pfn0 if covered is None else covered
+    idx, nr, cls = classify(buf, pfn0, n, lay, level, in_dump)
+    starts = idx.astype(np.int64) + pfn0
+    ends = starts + nr
+    multi = nr > 1
+    keep = starts >= covered
+    if multi.any():
+        keep[multi] &= _reached(np, starts[multi], ends[multi], covered)
+        # a single page inside a reached block is not looked at either (it is excluded all the same)
+        reached = keep & multi
+        r_starts, r_ends = starts[reached], np.maximum.accumulate(ends[reached])
+        single = np.flatnonzero(keep & ~multi)
+        if len(r_starts) and len(single):
+            pos = np.searchsorted(r_starts, starts[single], side="right") - 1
+            inside = (pos >= 0) & (starts[single] < r_ends[np.maximum(pos, 0)])
+            keep[single[inside]] = False
+    return starts[keep], ends[keep], cls[keep]
+
+
 Progress = Callable[[int, int], None]
 
 
@@ -565,19 +593,9 @@ def scan_pages(kmem: KernelMemory, ranges: Sequence[Range], level: int, *, max_m
                 out.unreadable += int((mask & ~readable).sum())
                 mask &= readable
             out.scanned += int(mask.sum())
-            idx, nr, cls = classify(buf, lo, hi - lo, lay, level, mask)
-            if len(idx):
-                starts = idx.astype(np.int64) + lo
-                ends = starts + nr
-                multi = nr > 1
-                keep = np.ones(len(idx), dtype=bool)
-                if multi.any() or covered > lo:
-                    keep[multi] = _reached(np, starts[multi], ends[multi], covered)
-                    keep &= starts >= covered
-                starts, ends, cls = starts[keep], ends[keep], cls[keep]
-                # a single page inside a reached block is excluded by the block anyway
-                if len(starts):
-                    covered = max(covered, int(ends.max()))
+            starts, ends, cls = reached_blocks(buf, lo, hi - lo, lay, level, mask, covered=covered)
+            if len(starts):
+                covered = max(covered, int(ends.max()))
                 _mark(np, bits, out.excluded, starts, np.minimum(ends, max_mapnr), lo, hi)
                 for c in np.unique(cls):
                     sel = cls == c
@@ -656,4 +674,4 @@ def iter_runs(bitmap: PfnBitmap) -> Iterator[tuple[int, int]]:
 
 
 __all__ = ["MAX_LEVEL", "PGMM_CACHED", "DumpLevel", "MemMap", "MemoryModel", "PageClass", "PageLayout",
-           "PageScan", "classify", "iter_runs", "memory_model", "scan_pages"]
+           "PageScan", "classify", "iter_runs", "memory_model", "reached_blocks", "scan_pages"]
