@@ -70,7 +70,8 @@ def write_kdump_files(prep: Prepared, outs: list[BinaryIO], notes_blob: bytes, *
     facts: list[dict[str, Any]] = []
     if len(outs) == 1:
         return [write_kdump(outs[0], memory, notes_blob, header, flattened=flattened, vmcoreinfo_span=span,
-                            exclude=exclusion.bitmap, max_mapnr=nbits, progress=progress, header_first=True)]
+                            exclude=exclusion.bitmap, max_mapnr=nbits, progress=progress, header_first=True,
+                            exact=False)]
     ranges = split_points(prep, exclusion, len(outs), nbits)
     done_before = 0
     grand = sum(b - a for a, b in memory.page_runs())
@@ -82,7 +83,7 @@ def write_kdump_files(prep: Prepared, outs: list[BinaryIO], notes_blob: bytes, *
 
         f = write_kdump(out, memory, notes_blob, header, flattened=flattened, vmcoreinfo_span=span,
                         exclude=exclusion.bitmap, max_mapnr=nbits, split=(lo, hi), progress=part_progress,
-                        header_first=True)
+                        header_first=True, exact=False)
         done_before += f["dumpable_pages"]
         facts.append(f)
     return facts

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict
 
-from vmci.core.codecs import compress_page
+from vmci.core.codecs import page_compressor
 from vmci.core.headers import KdumpHeader, Utsname
 from vmci.core.memory import Buffer, PhysicalMemory, ceil_div, zero_page_flags
 from vmci.errors import UnsupportedError, UsageError
@@ -71,10 +71,11 @@ class _Compressor:
     the GIL); ``pages()`` returns each page's best form by index (the page itself when stored
     uncompressed)."""
 
-    def __init__(self, method: str, threads: int) -> None:
+    def __init__(self, method: str, threads: int, exact: bool = True) -> None:
         self.method = method
         self.threads = max(1, threads)
         self.pool: Any = None
+        self.compress = page_compressor(method, exact=exact) if method != "none" else None
 
     def __enter__(self) -> _Compressor:
         if self.threads > 1 and self.method != "none":
@@ -90,10 +91,11 @@ class _Compressor:
     def pages(self, block: Buffer, bs: int, which: list[int]) -> dict[int, Buffer]:
         if self.method == "none":
             return {i: block[i * bs:(i + 1) * bs] for i in which}
-        method = self.method
+        compress = self.compress
+        assert compress is not None
 
         def run(part: list[int]) -> list[bytes]:
-            return [compress_page(method, block[i * bs:(i + 1) * bs]) for i in part]
+            return [compress(block[i * bs:(i + 1) * bs]) for i in part]
 
         if self.pool is None or len(which) < 2 * self.threads:
             return dict(zip(which, run(which), strict=True))
@@ -152,6 +154,7 @@ def write_kdump(
     progress: Callable[[int, int], None] | None = None,
     threads: int | None = None,
     header_first: bool = False,
+    exact: bool = True,
     **fields: Unpack[KdumpFields],
 ) -> dict[str, Any]:
     """Write ``memory`` as a kdump-compressed file (or its flattened form) to ``out``.
@@ -173,7 +176,8 @@ def write_kdump(
     compressed on ``threads`` threads (default: the CPUs this process may use, at most 8); the
     file is the same whatever the number.  ``header_first`` writes the headers (and notes) before
     the pages, as makedumpfile and QEMU order a flattened stream (``crash --osrelease`` reads a
-    flattened file's first strings); the bitmaps always come last.
+    flattened file's first strings); the bitmaps always come last.  ``exact=False`` lets zlib pages
+    come from a faster deflate (:func:`vmci.core.codecs.page_compressor`).
     Returns facts about what was written (offsets, counts).
     """
     h = kdump_header(header, **fields)
@@ -270,7 +274,7 @@ def write_kdump(
     stored = zero_pages = done = 0
     pack_desc = struct_format(layout.page_desc).pack
     unreadable = 0
-    with _Compressor(compression, threads) as compressor:
+    with _Compressor(compression, threads, exact) as compressor:
         # one pass over the pages to write: each is read once, excluded pages are never touched
         for lo, hi in list(bit_runs(bitmap2, end_pfn, first_pfn)):
             expect = lo = max(lo, first_pfn)
@@ -279,6 +283,21 @@ def write_kdump(
                     unreadable += _clear_bits(bitmap2, expect, addr // bs)
                 expect = addr // bs + len(block) // bs
                 zeros = zero_page_flags(block, bs)
+                done += len(zeros)
+                if all(zeros):  # a block of zero pages (most of a sparse guest): descriptors in bulk,
+                    n = len(zeros)  # flushed at the same points as one at a time
+                    zero_pages += n
+                    while n:
+                        take = min(n, -(-((1 << 16) - len(descs)) // len(zero_desc)))
+                        descs += zero_desc * take
+                        n -= take
+                        if len(descs) >= 1 << 16:
+                            sink.write_at(desc_pos, descs)
+                            desc_pos += len(descs)
+                            descs = bytearray()
+                    if progress is not None:
+                        progress(done, n_desc)
+                    continue
                 packed = compressor.pages(block, bs, [i for i, z in enumerate(zeros) if not z])
                 for i, is_zero_page in enumerate(zeros):
                     if is_zero_page:
@@ -298,7 +317,6 @@ def write_kdump(
                         sink.write_at(desc_pos, descs)
                         desc_pos += len(descs)
                         descs = bytearray()
-                done += len(block) // bs
                 if progress is not None:
                     progress(done, n_desc)
             if expect < hi:
