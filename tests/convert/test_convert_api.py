@@ -139,10 +139,26 @@ def test_migration_stream_becomes_a_dump_with_cpu_notes(guest: Guest, sources: d
         assert (got.cr3, got.regs["rip"], got.regs["rsp"]) == (want.cr3, want.regs["rip"], want.regs["rsp"])
 
 
+@pytest.mark.parametrize("compression", ["raw", "zstd"])
+def test_libvirt_save_image(guest: Guest, sources: dict[str, Path], tmp_path: Path, compression: str) -> None:
+    """``virsh save`` output (a compressed one too): libvirt's header around the migration stream."""
+    from vmci.formats.libvirt import write_libvirt
+
+    save = tmp_path / "guest.save"
+    with sources["migration"].open("rb") as s, save.open("wb") as o:
+        write_libvirt(o, s, xml="<domain type='kvm'><name>g</name></domain>", compression=compression)
+    out = tmp_path / "from-save.elf"
+    result = convert(save, out, to="elf", level=16)
+    assert any("saved VM" in r for r in result.repairs)
+    facts = check_round_trip(guest, out, 16)
+    assert [c.cr3 for c in facts["cpus"]] == [c.cr3 for c in guest.cpus]
+
+
 def test_em386_elf_is_written_as_x86_64(guest: Guest, sources: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fixed.elf"
     result = convert(sources["em386"], out, to="elf", level=0)
     assert any(r.startswith("architecture: the container says EM_386") for r in result.repairs)
+    assert any(r.startswith("ELF: e_ehsize is 8") for r in result.repairs)
     facts = check_round_trip(guest, out, 0)
     assert facts["arch"] == "x86_64" and facts["header"].e_machine == "EM_X86_64"
     raw = out.read_bytes()

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 from vmci.convert.filters import Exclusion, check_level, struct_page_exclusion
 from vmci.convert.source import Prepared, prepare
 from vmci.core.dump import Dump
-from vmci.core.headers import CONVERSION_NOTE_NAME, ConversionRecord
+from vmci.core.headers import CONVERSION_NOTE_NAME, ConversionRecord, ElfHeader
 from vmci.errors import UsageError
 from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME
@@ -150,6 +150,8 @@ def _convert(d: Dump, paths: list[Path], *, to: str, compress: str, level: int, 
         return lambda done, total: progress(name, done, total)
 
     prep = prepare(d, vmcoreinfo=vmcoreinfo, progress=phase("vmcoreinfo"))
+    if to in ("elf", "kexec-elf") and isinstance(d.header, ElfHeader):
+        prep.repairs += [f"ELF: {q}; written as the System V ABI has it" for q in d.header.quirks]
     ps = d.memory.page_size
     nbits = max((-(-r.end // ps) for r in d.memory.ranges), default=0)
     exclusion = struct_page_exclusion(prep.kmem, d.memory, level, nbits=nbits, progress=phase("struct page"))

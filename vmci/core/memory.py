@@ -243,6 +243,10 @@ class PhysicalMemory(ABC):
                 yield last, self.read(last, ps)
                 done = last + ps
 
+    def release(self, paddr: int, n: int) -> None:  # noqa: B027 - optional hook
+        """Hint that ``[paddr, paddr + n)`` will not be read again soon: a file-backed container
+        drops those pages from the process (peak RSS stays flat on big dumps)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file resources (views handed out before become invalid)."""
 

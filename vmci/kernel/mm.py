@@ -594,6 +594,7 @@ def scan_pages(kmem: KernelMemory, ranges: Sequence[Range], level: int, *, max_m
                 mask &= readable
             out.scanned += int(mask.sum())
             starts, ends, cls = reached_blocks(buf, lo, hi - lo, lay, level, mask, covered=covered)
+            kmem.release(mm.mem_map + (lo - mm.pfn_start) * lay.size, (hi - lo) * lay.size)
             if len(starts):
                 covered = max(covered, int(ends.max()))
                 _mark(np, bits, out.excluded, starts, np.minimum(ends, max_mapnr), lo, hi)

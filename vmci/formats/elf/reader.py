@@ -187,17 +187,17 @@ class ElfMemory(PhysicalMemory):
     ) -> Iterator[tuple[int, Buffer]]:
         for addr, buf in super().chunks(start, end, max_size):
             yield addr, buf
-            self._release(addr, len(buf))
+            self.release(addr, len(buf))
 
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         done = start
         for addr, page in super().pages(start, end):
             yield addr, page
             if addr + len(page) - done >= 1 << 22:
-                self._release(done, addr + len(page) - done)
+                self.release(done, addr + len(page) - done)
                 done = addr + len(page)
 
-    def _release(self, paddr: int, n: int) -> None:
+    def release(self, paddr: int, n: int) -> None:
         i = bisect.bisect_right(self._starts, paddr) - 1
         p = self._pieces[i] if i >= 0 else None
         if p is not None and p.file_off >= 0 and paddr + n <= p.start + p.size:
