@@ -9,7 +9,8 @@ The public API, without internal paths (each name loads its module on first use,
 
 The package is layered (README "Architecture"): ``core`` (memory seam, dump, evidence) at the
 bottom, then ``layouts``, ``arch``, ``machine``, ``formats``, ``firmware``, ``kernel``,
-``discover``, ``analysis``, and on top ``producer``, ``integrations``, ``testing`` and ``cli``.
+``discover``, ``analysis``, and on top ``convert``, ``fleet``, ``producer``, ``integrations``,
+``testing`` and ``cli``.
 Dependencies point down; ``tests/test_imports.py`` enforces it.
 """
 

@@ -10,7 +10,8 @@ import pytest
 from tests.analysis.test_golden import ROOT, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "dmesg", "kaslr", "drgn", "generate",
+COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "dmesg", "kaslr", "drgn", "convert",
+            "generate",
             "triage", "report")
 
 

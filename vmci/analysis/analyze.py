@@ -67,7 +67,8 @@ def dump_summary(dump: Dump) -> DumpSummary:
     """The ``dump`` section of the analysis."""
     return DumpSummary(path=str(dump.path), format=dump.format, description=dump.description, arch=dump.arch,
                        byte_order=dump.byte_order,  # type: ignore[arg-type]
-                       memory_size=dump.memory.size, ranges=_ranges(dump), warnings=tuple(dump.warnings))
+                       memory_size=dump.memory.size, ranges=_ranges(dump), warnings=tuple(dump.warnings),
+                       converted=c.to_dict() if (c := getattr(dump.header, "converted", None)) else None)
 
 
 def dump_info(dump: Dump) -> DumpInfo:

@@ -86,6 +86,9 @@ class DumpSummary(Record):
     """The guest-physical ranges it holds."""
     warnings: tuple[str, ...]
     """What the reader noticed (truncation, quirks)."""
+    converted: Annotated[dict[str, Any] | None, {"optional": True}] = None
+    """A file ``vmci convert`` wrote: its record of the source and what it repaired (absent
+    otherwise)."""
 
 
 class NoteRecord(Record):

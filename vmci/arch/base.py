@@ -203,6 +203,13 @@ class Arch:
     #: the bytes of a top-level table every address space shares with ``swapper_pg_dir`` (x86_64:
     #: entries 256..511, the kernel half); None when address spaces share no table
     kernel_entries: slice | None = None
+    #: SPARSEMEM geometry when the VMCOREINFO lacks ``NUMBER(SECTION_SIZE_BITS)`` (before 5.13) or
+    #: ``NUMBER(MAX_PHYSMEM_BITS)`` (before 5.9): ``SECTION_SIZE_BITS`` and ``MAX_PHYSMEM_BITS``
+    #: for 4- and 5-level paging (None: unknown)
+    section_size_bits: int | None = None
+    max_physmem_bits: tuple[int, int] | None = None
+    #: where the direct map starts when nothing randomized it (x86_64: ``__PAGE_OFFSET_BASE_L4``)
+    page_offset: int | None = None
 
     def __repr__(self) -> str:
         return f"<Arch {self.name}>"
@@ -272,6 +279,17 @@ class Arch:
         prints them: ``(key, value, where it came from)`` (x86_64: ``NUMBER(phys_base)``,
         ``NUMBER(pgtable_l5_enabled)``)."""
         return []
+
+    def direct_map(self, memory: PhysicalMemory, tables: PageTables) -> int | None:
+        """Where the kernel's direct map of physical memory starts (``PAGE_OFFSET``, randomized by
+        KASLR on some architectures), read from the page tables; None when not found."""
+        return None
+
+    def cpu_notes(self, cpus: Sequence[CpuState], *, qemu: bool = True,
+                  byteorder: str = "little") -> list[tuple[str, int, bytes]]:
+        """``(name, type, desc)`` notes that carry the vCPUs' registers: one ``CORE``/``NT_PRSTATUS``
+        per vCPU, then (``qemu``) the emulator's own per-vCPU notes, as a dump tool writes them."""
+        raise self._unsupported("writing CPU notes")
 
     # -- drgn ----------------------------------------------------------------------------------
 

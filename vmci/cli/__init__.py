@@ -7,7 +7,7 @@ codecs, drgn) are imported inside the commands so that ``vmci --help`` and quick
 
 from __future__ import annotations
 
-from vmci.cli import analyze, dmesg, drgn, generate, info, kaslr, read, triage, vmcoreinfo, vmgenid
+from vmci.cli import analyze, convert, dmesg, drgn, generate, info, kaslr, read, triage, vmcoreinfo, vmgenid
 from vmci.cli.app import app
 
 # The order here is the order of ``vmci --help``.
@@ -20,6 +20,7 @@ app.command("dmesg")(dmesg.dmesg)
 app.command("generate")(generate.generate)
 app.command("kaslr")(kaslr.kaslr)
 app.command("drgn", context_settings={"allow_interspersed_args": True})(drgn.drgn)
+app.command("convert")(convert.convert)
 app.command("triage")(triage.triage)
 app.command("report")(triage.report)
 

@@ -111,6 +111,27 @@ def compress_page(method: str, page: Buffer) -> bytes:
     raise UnsupportedError(f"unknown compression {method!r}")
 
 
+def page_compressor(method: str, *, exact: bool = True) -> Callable[[Buffer], bytes]:
+    """A function compressing one page with ``method``, as :func:`compress_page` does.  With
+    ``exact=False`` zlib pages come from ISA-L's deflate when python-isal is installed (the
+    ``fast`` extra): the same zlib format at the same level, about twice as fast, other bytes."""
+    if method == "zlib" and not exact:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            pass
+        else:
+            def isal_page(page: Buffer) -> bytes:
+                return bytes(isal_zlib.compress(page, 1))
+
+            return isal_page
+
+    def page_of(page: Buffer) -> bytes:
+        return compress_page(method, page)
+
+    return page_of
+
+
 # -- whole blobs --------------------------------------------------------------------------------
 
 

@@ -17,6 +17,80 @@ from typing import Any
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 
 
+#: The note name of :class:`ConversionRecord` (type 0), after the VMCOREINFO note in what
+#: ``vmci convert`` writes.
+CONVERSION_NOTE_NAME = "VMCI"
+
+
+@dataclass(frozen=True)
+class ConversionRecord:
+    """What ``vmci convert`` did to a dump, carried by the converted file itself (a ``VMCI`` ELF
+    note of ``KEY=value`` lines, like the VMCOREINFO's): where it came from, where the VMCOREINFO
+    came from, the dump level, what was repaired (one line each) and how many pages were left out."""
+
+    tool: str
+    source_format: str
+    source: str
+    target: str
+    dump_level: int
+    vmcoreinfo_source: str
+    """The discovery strategy that found the text, ``synthesized``, or ``none``."""
+    arch: str = ""
+    phys_base: int | None = None
+    repairs: tuple[str, ...] = ()
+    excluded: tuple[tuple[str, int], ...] = ()
+    """Pages left out, by class (``cache``, ``user``, ``free``, ...)."""
+
+    def to_text(self) -> bytes:
+        lines = ["VMCI_CONVERT=1", f"TOOL={self.tool}", f"SOURCE_FORMAT={self.source_format}",
+                 f"SOURCE={self.source}", f"TARGET={self.target}", f"DUMP_LEVEL={self.dump_level}",
+                 f"VMCOREINFO_SOURCE={self.vmcoreinfo_source}", f"ARCH={self.arch}"]
+        if self.phys_base is not None:
+            lines.append(f"PHYS_BASE={self.phys_base}")
+        lines += [f"EXCLUDED({name})={n}" for name, n in self.excluded]
+        lines += [f"REPAIR={r}" for r in self.repairs]
+        return ("\n".join(line.replace("\n", " ") for line in lines) + "\n").encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ConversionRecord | None:
+        """The record in a ``VMCI`` note's descriptor, or None when it is not one."""
+        text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        values: dict[str, str] = {}
+        repairs: list[str] = []
+        excluded: list[tuple[str, int]] = []
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            if key == "REPAIR":
+                repairs.append(value)
+            elif key.startswith("EXCLUDED(") and key.endswith(")") and value.isdigit():
+                excluded.append((key[9:-1], int(value)))
+            else:
+                values.setdefault(key, value)
+        if values.get("VMCI_CONVERT") != "1":
+            return None
+
+        def number(key: str) -> int | None:
+            try:
+                return int(values[key])
+            except (KeyError, ValueError):
+                return None
+
+        return cls(tool=values.get("TOOL", ""), source_format=values.get("SOURCE_FORMAT", ""),
+                   source=values.get("SOURCE", ""), target=values.get("TARGET", ""),
+                   dump_level=number("DUMP_LEVEL") or 0,
+                   vmcoreinfo_source=values.get("VMCOREINFO_SOURCE", ""),
+                   arch=values.get("ARCH", ""), phys_base=number("PHYS_BASE"), repairs=tuple(repairs),
+                   excluded=tuple(excluded))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "source_format": self.source_format, "source": self.source,
+                "target": self.target, "dump_level": self.dump_level,
+                "vmcoreinfo_source": self.vmcoreinfo_source, "arch": self.arch, "phys_base": self.phys_base,
+                "excluded": dict(self.excluded), "repairs": list(self.repairs)}
+
+
 class ContainerHeader:
     """The base of every container header; a container without one has this (no facts)."""
 
@@ -77,6 +151,8 @@ class ElfHeader(ContainerHeader):
     producer_guess: str = ""
     """``qemu`` when a ``QEMU`` note is present, else ``kexec/makedumpfile``."""
     flattened: FlattenedInfo | None = None
+    converted: ConversionRecord | None = None
+    """What ``vmci convert`` did, when it wrote this file (its ``VMCI`` note)."""
 
     @property
     def pn_xnum(self) -> bool:
@@ -96,6 +172,8 @@ class ElfHeader(ContainerHeader):
         }
         if self.flattened is not None:
             out["flattened_records"] = self.flattened.records
+        if self.converted is not None:
+            out["converted"] = self.converted.to_dict()
         return out
 
 
@@ -167,6 +245,8 @@ class KdumpHeader(ContainerHeader):
     flattened: FlattenedInfo | None = None
     split_files: tuple[str, ...] | None = None
     """The files of a split set opened as one dump."""
+    converted: ConversionRecord | None = None
+    """What ``vmci convert`` did, when it wrote this file (the ``VMCI`` note)."""
 
     @property
     def ulong_bits(self) -> int:
@@ -211,6 +291,8 @@ class KdumpHeader(ContainerHeader):
             out["flattened_records"] = self.flattened.records
         if self.split_files is not None:
             out["split_files"] = list(self.split_files)
+        if self.converted is not None:
+            out["converted"] = self.converted.to_dict()
         return out
 
 

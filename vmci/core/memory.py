@@ -32,6 +32,19 @@ def is_zero(buf: Buffer) -> bool:
     return b.count(0) == len(b)
 
 
+def zero_page_flags(block: Buffer, page_size: int) -> list[bool]:
+    """For each whole page of ``block``: is it all zeros?  (numpy compares whole blocks at memory
+    speed; a page of a size not a multiple of 8 is compared as bytes.)"""
+    n = len(block) // page_size
+    if page_size % 8:
+        return [bytes(block[i * page_size:(i + 1) * page_size]).count(0) == page_size for i in range(n)]
+    import numpy as np
+
+    words = np.frombuffer(block, dtype=np.uint64, count=n * page_size // 8).reshape(n, page_size // 8)
+    zero = np.logical_not(words.any(axis=1))
+    return [bool(z) for z in np.atleast_1d(zero)]
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -274,6 +287,49 @@ class PhysicalMemory(ABC):
                 yield p, self.read(p, ps)
                 done = p
 
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        """PFN runs ``[lo, hi)`` whose pages are wholly readable, ascending.  The default walks
+        :meth:`chunks` (touching no data for file-backed views); containers that would have to
+        decompress to do that answer from their own maps."""
+        ps = self.page_size
+        run_lo = run_hi = -1
+        for addr, buf in self.chunks():
+            if addr != run_hi:
+                if run_hi > run_lo and run_hi // ps > -(-run_lo // ps):
+                    yield -(-run_lo // ps), run_hi // ps
+                run_lo = addr
+            run_hi = addr + len(buf)
+        if run_hi > run_lo and run_hi // ps > -(-run_lo // ps):
+            yield -(-run_lo // ps), run_hi // ps
+
+    def page_blocks(self, start: int = 0, end: int | None = None,
+                    max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        """Yield ``(paddr, buffer)`` of whole readable pages in ``[start, end)``, ascending, each
+        buffer page-aligned and a multiple of :attr:`page_size` long (at most ``max_size`` rounded
+        down to pages): what a writer that handles pages in bulk needs.  A page split between two
+        extents is read whole; a page not wholly readable is skipped."""
+        ps = self.page_size
+        done = start  # everything below was yielded or skipped
+        for addr, buf in self.chunks(start, end, max(ps, max_size)):
+            stop = addr + len(buf)
+            first = -(-addr // ps) * ps
+            last = stop // ps * ps
+            head = first - ps
+            if addr % ps and head >= done and (end is None or head + ps <= end) and self.readable(head, ps):
+                yield head, self.read(head, ps)
+                done = head + ps
+            if last > first:
+                mv = memoryview(buf)
+                yield first, mv[first - addr:last - addr]
+                done = last
+            if last < stop and last >= done and (end is None or last + ps <= end) and self.readable(last, ps):
+                yield last, self.read(last, ps)
+                done = last + ps
+
+    def release(self, paddr: int, n: int) -> None:  # noqa: B027 - optional hook
+        """Hint that ``[paddr, paddr + n)`` will not be read again soon: a file-backed container
+        drops those pages from the process (peak RSS stays flat on big dumps)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file resources (views handed out before become invalid)."""
 
@@ -302,6 +358,12 @@ class SparseMemory(PhysicalMemory):
         self._ranges = ranges
         self._starts = [r.start for r in ranges]
         self._ends = [r.end for r in ranges]
+
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        ps = self.page_size
+        for r in self._ranges:
+            if r.end // ps > -(-r.start // ps):
+                yield -(-r.start // ps), r.end // ps
 
     def stored_pages(self) -> Iterator[int]:
         """Page frame numbers that hold written data, in ascending order."""

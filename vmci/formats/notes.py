@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from vmci.core.dump import CpuState, Note
+from vmci.core.headers import CONVERSION_NOTE_NAME, ConversionRecord
 from vmci.core.memory import Buffer
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header, note_header_struct
 
@@ -61,6 +62,14 @@ def find_desc(blob: bytes, name: str, byteorder: str = "little") -> tuple[int, i
     for n in notes:
         if n.name == name and n.offset is not None:
             return (n.desc_offset or 0), len(n.desc)
+    return None
+
+
+def conversion_record(notes: Iterable[Note]) -> ConversionRecord | None:
+    """What ``vmci convert`` recorded in the dump (its ``VMCI`` note), or None."""
+    for n in notes:
+        if n.name == CONVERSION_NOTE_NAME and n.type == 0:
+            return ConversionRecord.parse(n.desc)
     return None
 
 

@@ -218,6 +218,19 @@ class KernelMemory:
             raise UsageError(f"{n} bytes at {vaddr:#x} do not fit a {bits}-bit address space")
         return read_mapped(self.leaf, self.memory, vaddr, n, zero_fill=zero_fill)
 
+    def release(self, vaddr: int, n: int) -> None:
+        """Hint that the bytes at ``[vaddr, vaddr + n)`` will not be read again soon (their physical
+        pages leave the process: :meth:`vmci.core.memory.PhysicalMemory.release`)."""
+        pos, end = vaddr, vaddr + n
+        while pos < end:
+            try:
+                leaf = self.leaf(pos)
+            except VmciError:
+                return
+            take = min(end, leaf.va + leaf.size) - pos
+            self.memory.release(leaf.pa + (pos - leaf.va), take)
+            pos += take
+
     def read_int(self, vaddr: int, size: int, *, signed: bool = False) -> int:
         return int.from_bytes(self.read(vaddr, size), self.byteorder, signed=signed)
 

@@ -39,6 +39,7 @@ from vmci.producer.fw_cfg import FwCfg, dma_write_file
 from vmci.producer.guest import build_memory, guest_layout
 from vmci.producer.kernel_layout import DEFAULT_LINK, PHYSICAL_START, KernelLayout, profile
 from vmci.producer.linux import place_vmcoreinfo
+from vmci.producer.mm import DEFAULT_MIX, PageBlock, fill_pages, plan_pages, write_mem_map
 from vmci.producer.pagetables import build_kernel_page_tables
 from vmci.producer.printk import boot_log, consistent_values, panic_log, target_for, write_printk_log
 from vmci.producer.state import Guest
@@ -145,8 +146,26 @@ def build(s: Scenario) -> Guest:
         table = g.acpi_tables.find("SSDT", table_id) if g.acpi_tables else None
         if table is not None:
             g.ssdts[table_id] = table.address
+    if s.mem_map:
+        _memory_map(g, alloc)
     fault_mod.apply(g, "after-boot")
     return g
+
+
+def _memory_map(g: Guest, alloc: PageAllocator) -> None:
+    """The kernel's memory map: ``mem_section`` and ``struct page`` arrays taken from what is left,
+    then the rest of RAM given out as free, cache, user, slab, ... pages (:mod:`vmci.producer.mm`)."""
+    assert g.kernel is not None and g.tables is not None
+    kinds = [k for k in DEFAULT_MIX if k != "offline" or g.kernel.profile.since(5, 0)]  # PageOffline: 5.0
+
+    def plan() -> list[PageBlock]:
+        return plan_pages(alloc.free, g.rng, kinds=kinds)
+
+    def take(size: int, align: int, what: str) -> int:
+        return alloc.take(size, align, what=what)
+
+    g.mem_map = write_mem_map(g.mem, g.kernel, g.tables, take, g.layout.ram_ranges(), plan)
+    fill_pages(g.mem, g.mem_map.blocks, g.rng)
 
 
 def _boot_linux(g: Guest, alloc: PageAllocator) -> None:

@@ -129,6 +129,10 @@ class Scenario:
     faults: tuple[str, ...] = ()
     phys_base_bug: bool = True
     qemu_version: str = "7.2"
+    mem_map: bool = False
+    """Opt-in: the guest kernel's memory map (``mem_section`` and a ``struct page`` per page frame,
+    the rest of RAM cut into free, cache, user, slab, hugetlb, poisoned and offline pages), as
+    page filtering reads it (:mod:`vmci.producer.mm`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ram", parse_size(self.ram))
@@ -186,6 +190,8 @@ class Scenario:
         if not self.log:  # no kernel log written: the keys of scenarios before the log existed
             for key in ("log", "panic_cause", "log_faults"):
                 del out[key]
+        if not self.mem_map:  # opt-in keys appear only when set: earlier truths stay byte-identical
+            del out["mem_map"]
         return out
 
     @property

@@ -44,6 +44,9 @@ PROFILES: dict[str, KernelProfile] = {
                       "5.10.0-33-amd64"),
         KernelProfile("6.1", (6, 1), "Debian 12 era: kallsyms keys, vmap_area_list still present",
                       "6.1.0-18-amd64"),
+        KernelProfile("6.3", (6, 3), "folio._folio_dtor/_folio_order replace page.compound_dtor/order",
+                      "6.3.13-amd64"),
+        KernelProfile("6.6", (6, 6), "PG_hugetlb in folio._flags_1, no compound destructor", "6.6.15-amd64"),
         KernelProfile("6.9", (6, 9), "kernel/vmcore_info.c split: NUMBER(VMALLOC_START), vmemmap",
                       "6.9.7-amd64"),
         KernelProfile("6.12", (6, 12), "page-type mapcount values (PGTY_*), no PG_slab", "6.12.12-amd64"),
@@ -112,6 +115,9 @@ DEFAULT_VALUES: dict[str, int] = {
     "OFFSET(page.compound_dtor)": 16,
     "OFFSET(page.compound_order)": 17,
     "OFFSET(page.compound_head)": 8,
+    "OFFSET(folio._folio_dtor)": 80,  # 6.3-6.5: in the first tail page, like compound_dtor
+    "OFFSET(folio._folio_order)": 81,
+    "NUMBER(PG_hugetlb)": 8,  # 6.6-6.8: a bit of folio._flags_1, above the order in its low byte
     "OFFSET(pglist_data.node_zones)": 0,
     "OFFSET(pglist_data.nr_zones)": 173504,
     "OFFSET(pglist_data.node_mem_map)": 173512,

@@ -103,10 +103,13 @@ def _generic(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
     for s in ("page", "pglist_data", "zone", "free_area", "list_head", "nodemask_t"):
         b.keyed(f"SIZE({s})", L.value(f"SIZE({s})"))
     page_fields = ["flags", "_refcount", "mapping", "lru", "_mapcount", "private"]
-    if not p.since(6, 6):
+    if not p.since(6, 3):
         page_fields += ["compound_dtor", "compound_order"]
     for f in [*page_fields, "compound_head"]:
         b.keyed(f"OFFSET(page.{f})", L.value(f"OFFSET(page.{f})"))
+    if p.since(6, 3) and not p.since(6, 6):  # "mm: add folio dtor and order setter functions"
+        for f in ("_folio_dtor", "_folio_order"):
+            b.keyed(f"OFFSET(folio.{f})", L.value(f"OFFSET(folio.{f})"))
     pg = ["node_zones", "nr_zones", *([] if L.numa else ["node_mem_map"]),
           "node_start_pfn", "node_spanned_pages", "node_id"]
     for f in pg:
@@ -144,10 +147,12 @@ def _page_numbers(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
     new = p.since(6, 12)
     b.keyed("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)",
             L.values.get("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", _mapcount(0xF0) if new else -129))
-    if new:
+    if p.since(6, 9):  # "mm: turn folio_test_hugetlb into a PageType" (~PG_hugetlb, then PGTY_hugetlb)
         b.keyed("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)",
-                L.values.get("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", _mapcount(0xF4)))
-    elif not p.since(6, 6):
+                L.values.get("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", _mapcount(0xF4) if new else ~0x800))
+    elif p.since(6, 6):
+        b.keyed("NUMBER(PG_hugetlb)", L.value("NUMBER(PG_hugetlb)"))
+    else:
         b.keyed("NUMBER(HUGETLB_PAGE_DTOR)", L.value("NUMBER(HUGETLB_PAGE_DTOR)"))
     if p.since(5, 0):
         b.keyed("NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)",

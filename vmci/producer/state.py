@@ -19,6 +19,7 @@ from vmci.producer.fw_cfg import FwCfg
 from vmci.producer.guest import GuestLayout
 from vmci.producer.kernel_layout import KernelLayout
 from vmci.producer.linux import PlacedVmcoreinfo
+from vmci.producer.mm import MemMapTruth
 from vmci.producer.pagetables import KernelTables
 from vmci.producer.printk import PrintkTruth
 
@@ -62,6 +63,7 @@ class Guest:
     driver: dict[str, int] = field(default_factory=dict)
     driver_dest: int | None = None
     ssdts: dict[str, int] = field(default_factory=dict)  # OEM table id -> address, before after-boot faults
+    mem_map: MemMapTruth | None = None  # the kernel's struct page arrays (Scenario.mem_map)
     faults: list[dict[str, str]] = field(default_factory=list)
     printk: PrintkTruth | None = None  # what the guest kernel logged (scenario ``log``)
 

@@ -157,4 +157,6 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
     }
     if g.printk is not None:  # the records the guest kernel logged (scenario ``log``), as written
         out["printk"] = g.printk.to_dict()
+    if g.mem_map is not None:  # opt-in (Scenario.mem_map): absent from earlier truths
+        out["mem_map"] = g.mem_map.to_dict()
     return out

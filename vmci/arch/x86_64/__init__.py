@@ -36,6 +36,9 @@ class X86_64Arch(Arch):
     translates = True
     finds_kaslr = True
     kernel_entries = C.KERNEL_HALF
+    section_size_bits = C.SECTION_SIZE_BITS
+    max_physmem_bits = (C.MAX_PHYSMEM_BITS_L4, C.MAX_PHYSMEM_BITS_L5)
+    page_offset = C.PAGE_OFFSET_L4
 
     def cpus_from_notes(self, notes: Sequence[Note], *, byteorder: str = "little") -> list[CpuState]:
         """QEMU's ``CORE`` and ``QEMU`` notes (the byte order comes from ``QEMUCPUState.size``)."""
@@ -78,6 +81,28 @@ class X86_64Arch(Arch):
         from vmci.arch.x86_64.paging import walk
 
         return walk(memory, tables.root, start, end, tables.va_bits == 57, tables.mask)
+
+    def direct_map(self, memory: PhysicalMemory, tables: PageTables) -> int | None:
+        """The lowest leaf mapped in the window ``CONFIG_RANDOMIZE_MEMORY`` places the direct map in
+        (libkdumpfile's ``x86_64.c`` searches the same way): its VA minus its PA."""
+        from vmci.arch.x86_64.paging import walk
+
+        lo, hi = C.DIRECT_MAP_WINDOW_L5 if tables.va_bits == 57 else C.DIRECT_MAP_WINDOW_L4
+        for leaf in walk(memory, tables.root, lo, hi, tables.va_bits == 57, tables.mask):
+            return leaf.va - leaf.pa
+        return None
+
+    def cpu_notes(self, cpus: Sequence[CpuState], *, qemu: bool = True,
+                  byteorder: str = "little") -> list[tuple[str, int, bytes]]:
+        """QEMU's order (``dump/dump.c`` ``write_elf64_notes``): every ``CORE`` note, then every
+        ``QEMU`` note (``QEMUCPUState``, 440 bytes)."""
+        from vmci.arch.x86_64.cpu import NT_PRSTATUS, QEMU_NOTE_TYPE, as_x86_64, prstatus_desc, qemu_cpu_desc
+
+        cpus = [as_x86_64(c) for c in cpus]
+        notes = [("CORE", NT_PRSTATUS, prstatus_desc(c, self.name, order=byteorder)) for c in cpus]
+        if qemu:
+            notes += [("QEMU", QEMU_NOTE_TYPE, qemu_cpu_desc(c, self.name, order=byteorder)) for c in cpus]
+        return notes
 
     def kernel_phys(self, va: int, phys_base: int) -> int | None:
         if not self.kernel.in_image(va):

@@ -19,6 +19,13 @@ PHYSICAL_ALIGN = 0x200000  # CONFIG_PHYSICAL_ALIGN: KASLR offsets are multiples 
 DEFAULT_TEXT = START_KERNEL_MAP + PHYSICAL_START  # link address of _text (0xffffffff81000000)
 PAGE_OFFSET_L4 = 0xFFFF888000000000  # __PAGE_OFFSET_BASE_L4: the direct map, 4-level paging
 PAGE_OFFSET_L5 = 0xFF11000000000000  # __PAGE_OFFSET_BASE_L5: the direct map, 5-level paging
+#: where CONFIG_RANDOMIZE_MEMORY may put the direct map (Documentation/arch/x86/x86_64/mm.rst:
+#: the guard hole ends at 0xffff880000000000, vmalloc starts 64 TiB below 0xffffc90000000000)
+DIRECT_MAP_WINDOW_L4 = (0xFFFF880000000000, 0xFFFFC88000000000)
+DIRECT_MAP_WINDOW_L5 = (0xFF10000000000000, 0xFFA0000000000000)
+SECTION_SIZE_BITS = 27  # arch/x86/include/asm/sparsemem.h (x86_64)
+MAX_PHYSMEM_BITS_L4 = 46
+MAX_PHYSMEM_BITS_L5 = 52
 CPU_ENTRY_AREA = 0xFFFFFE0000000000  # CPU_ENTRY_AREA_BASE (4-level); its first page is the RO IDT
 
 # -- paging (Intel SDM vol. 3 ch. 4) -----------------------------------------------------------------

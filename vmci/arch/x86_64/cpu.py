@@ -11,6 +11,7 @@ prstatus fields of the same name.  GDTR/IDTR and control registers have their ow
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import construct as cs
@@ -140,6 +141,16 @@ def cpus_from_notes(notes: list[Note], machine: str) -> list[CpuState]:
     return out
 
 
+def as_x86_64(cpu: CpuState) -> CpuState:
+    """``cpu`` with x86_64 register names: a vCPU read from an i386 ``NT_PRSTATUS`` (QEMU writes one
+    when the first vCPU is not in long mode) keeps its values under ``rax``.. names."""
+    if "rip" in cpu.regs or "eip" not in cpu.regs:
+        return cpu
+    back = {v: k for k, v in _I386_NAMES.items() if k != "rflags"}  # eflags is eflags in both
+    regs = {back.get(k, "orig_rax" if k == "orig_eax" else k): v for k, v in cpu.regs.items()}
+    return replace(cpu, regs=regs)
+
+
 def _build(decl: cs.Construct, values: dict[str, Any], what: str) -> bytes:
     try:
         return bytes(decl.build(values))
@@ -175,5 +186,5 @@ def qemu_cpu_desc(cpu: CpuState, machine: str, size: int = 440, *, order: str = 
     return _build(QEMU_CPU_STATE[size, order], values, "QEMUCPUState")
 
 
-__all__ = ["MACHINES", "cpus_from_notes", "parse_prstatus", "parse_qemu_cpu", "prstatus_desc",
+__all__ = ["MACHINES", "as_x86_64", "cpus_from_notes", "parse_prstatus", "parse_qemu_cpu", "prstatus_desc",
            "qemu_cpu_desc"]

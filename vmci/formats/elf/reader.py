@@ -26,7 +26,7 @@ from vmci.core.dump import Dump, Note
 from vmci.core.headers import ElfHeader
 from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run, find_span, merge_ranges
 from vmci.errors import FormatError, TruncatedError
-from vmci.formats.notes import cpus_from, decode_notes
+from vmci.formats.notes import conversion_record, cpus_from, decode_notes
 from vmci.formats.source import Source
 from vmci.layouts import struct_format
 from vmci.layouts.elf import (
@@ -226,17 +226,17 @@ class ElfMemory(PhysicalMemory):
         for addr, buf in super()._run_buffers(run, max_size):
             yield addr, buf
             if not run.zero:
-                self._release(addr, len(buf))
+                self.release(addr, len(buf))
 
     def pages(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Buffer]]:
         done = start
         for addr, page in super().pages(start, end):
             yield addr, page
             if addr + len(page) - done >= 1 << 22:
-                self._release(done, addr + len(page) - done)
+                self.release(done, addr + len(page) - done)
                 done = addr + len(page)
 
-    def _release(self, paddr: int, n: int) -> None:
+    def release(self, paddr: int, n: int) -> None:
         i = bisect.bisect_right(self._starts, paddr) - 1
         p = self._pieces[i] if i >= 0 else None
         if p is not None and p.file_off >= 0 and paddr + n <= p.start + p.size:
@@ -311,7 +311,11 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     warnings += _section_warnings(elf, src.size)
     if shoff and shoff < phoff:
         quirks.append("section headers before the program headers (QEMU 7.2+ layout)")
-    producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
+    converted = conversion_record(notes)
+    if converted is not None:
+        producer = "vmci convert"
+    else:
+        producer = "qemu" if any(n.name == "QEMU" for n in notes) else "kexec/makedumpfile"
     elf_header = ElfHeader(
         elf_class=bits,
         byte_order="little" if little else "big",
@@ -321,6 +325,7 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
         pt_load=loads,
         quirks=quirks,
         producer_guess=producer,
+        converted=converted,
     )
     cpus = cpus_from(notes, arch, warnings, byteorder="little" if little else "big")
     return Dump(

@@ -169,6 +169,17 @@ class KdumpMemory(PhysicalMemory):
             return Extent(None, take, page)
         return Extent(memoryview(page)[off : off + take], take)
 
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        """Runs of PFNs this file holds pages for, from the bitmaps (no page is decompressed)."""
+        info = self.info
+        bm1 = self.bitmap1
+        for lo, hi in bit_runs(self.bitmap2, info.end_pfn, info.start_pfn):
+            lo = max(lo, info.start_pfn)
+            # the 2nd bitmap may mark PFNs the 1st does not (a writer's quirk): RAM only
+            for a, b in bit_runs(bm1, hi, lo):
+                if b > lo:
+                    yield max(a, lo), b
+
     # -- walks -----------------------------------------------------------------------------
 
     def _windows(self, lo: int, hi: int) -> Iterator[tuple[int, Any, Any, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from vmci.core.dump import Dump, Note
 from vmci.formats.kdump.header import read_info
 from vmci.formats.kdump.memory import KdumpMemory
-from vmci.formats.notes import cpus_from, decode_notes
+from vmci.formats.notes import conversion_record, cpus_from, decode_notes
 from vmci.formats.source import Source
 
 
@@ -34,6 +34,9 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
             warnings.append(f"offset_vmcoreinfo {off:#x} (+{size:#x}) lies outside the file")
         else:
             header = replace(header, vmcoreinfo_text=src.read(off, size))
+    converted = conversion_record(notes)
+    if converted is not None:
+        header = replace(header, converted=converted)
     info.header = header
     from vmci.arch import canonical_name, default_arch
 
@@ -43,7 +46,7 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
         path=path,
         format="kdump" if not container else f"kdump-{container}",
         description=f"kdump-compressed v{header.header_version} ({header.compression})"
-        + (f", {container}" if container else ""),
+        + (f", {container}" if container else "") + (", written by vmci convert" if converted else ""),
         memory=memory,
         arch=arch,
         byte_order=order,

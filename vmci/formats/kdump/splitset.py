@@ -71,6 +71,10 @@ class KdumpSetMemory(PhysicalMemory):
         for part, a, b in self._spans(start, end):
             yield from part.pages(a, b)
 
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        for part in self.parts:
+            yield from part.page_runs()
+
 
 def open_kdump_part(path: str | Path) -> Dump:
     """Open one kdump file, raw or flattened (a flattened file may also hold an ELF dump)."""

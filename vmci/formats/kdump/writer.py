@@ -8,16 +8,18 @@ of it.  Offsets, sizes and the bitmaps are derived from the memory and the notes
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict
 
-from vmci.core.codecs import compress_page
+from vmci.core.codecs import page_compressor
 from vmci.core.headers import KdumpHeader, Utsname
-from vmci.core.memory import Buffer, PhysicalMemory, ceil_div
+from vmci.core.memory import Buffer, PhysicalMemory, ceil_div, zero_page_flags
 from vmci.errors import UnsupportedError, UsageError
 from vmci.formats.flattened import FlatWriter
 from vmci.formats.kdump.bitmap import Exclusion, bit_runs, clear_masked, exclusion_mask, set_bits
+from vmci.layouts import struct_format
 from vmci.layouts.kdump import COMPRESSION_FLAGS, kdump_layout, sub_header_has
 
 if TYPE_CHECKING:
@@ -64,28 +66,79 @@ def kdump_header(base: KdumpHeader | None = None, **fields: Unpack[KdumpFields])
     return replace(base or KdumpHeader(), **changes)
 
 
-def _readable_page_runs(memory: PhysicalMemory, bs: int) -> Iterator[tuple[int, int]]:
-    """PFN runs ``[lo, hi)`` whose pages are wholly readable (chunks joined across edges)."""
-    run_lo = run_hi = -1
-    for addr, buf in memory.chunks():
-        if addr != run_hi:
-            if run_hi > run_lo:
-                yield ceil_div(run_lo, bs), run_hi // bs
-            run_lo = addr
-        run_hi = addr + len(buf)
-    if run_hi > run_lo:
-        yield ceil_div(run_lo, bs), run_hi // bs
+class _Compressor:
+    """Compresses the pages of a block, on ``threads`` threads (zlib, LZO, snappy and zstd release
+    the GIL); ``pages()`` returns each page's best form by index (the page itself when stored
+    uncompressed)."""
+
+    def __init__(self, method: str, threads: int, exact: bool = True) -> None:
+        self.method = method
+        self.threads = max(1, threads)
+        self.pool: Any = None
+        self.compress = page_compressor(method, exact=exact) if method != "none" else None
+
+    def __enter__(self) -> _Compressor:
+        if self.threads > 1 and self.method != "none":
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vmci-compress")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def pages(self, block: Buffer, bs: int, which: list[int]) -> dict[int, Buffer]:
+        if self.method == "none":
+            return {i: block[i * bs:(i + 1) * bs] for i in which}
+        compress = self.compress
+        assert compress is not None
+
+        def run(part: list[int]) -> list[bytes]:
+            return [compress(block[i * bs:(i + 1) * bs]) for i in part]
+
+        if self.pool is None or len(which) < 2 * self.threads:
+            return dict(zip(which, run(which), strict=True))
+        step = -(-len(which) // self.threads)
+        parts = [which[k:k + step] for k in range(0, len(which), step)]
+        out: dict[int, Buffer] = {}
+        for part, blobs in zip(parts, self.pool.map(run, parts), strict=True):
+            out.update(zip(part, blobs, strict=True))
+        return out
+
+
+def _clear_bits(bitmap: bytearray, lo: int, hi: int) -> int:
+    for pfn in range(lo, hi):
+        bitmap[pfn >> 3] &= ~(1 << (pfn & 7)) & 0xFF
+    return hi - lo
 
 
 class _SeekSink:
+    """Writes at offsets; runs of adjacent writes (the page data) are joined into one write."""
+
+    LIMIT = 1 << 20
+
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
+        self._at = -1
+        self._buf = bytearray()
 
     def write_at(self, offset: int, data: Buffer) -> None:
-        self.out.seek(offset)
-        self.out.write(data)
+        if self._buf and offset == self._at + len(self._buf) and len(self._buf) < self.LIMIT:
+            self._buf += data
+            return
+        self._flush()
+        self._at = offset
+        self._buf += data
+
+    def _flush(self) -> None:
+        if self._buf:
+            self.out.seek(self._at)
+            self.out.write(self._buf)
+            self._buf = bytearray()
 
     def close(self) -> None:
+        self._flush()
         self.out.flush()
 
 
@@ -98,6 +151,10 @@ def write_kdump(
     flattened: bool = False,
     vmcoreinfo_span: tuple[int, int] | None = None,
     exclude: Exclusion = (),
+    progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
+    header_first: bool = False,
+    exact: bool = True,
     **fields: Unpack[KdumpFields],
 ) -> dict[str, Any]:
     """Write ``memory`` as a kdump-compressed file (or its flattened form) to ``out``.
@@ -115,9 +172,18 @@ def write_kdump(
     has no notes blob, so the VMCOREINFO text follows the sub-header on its own.  A split header
     (``split`` set, ``start_pfn``/``end_pfn``) writes one file of a ``makedumpfile --split``
     set: the bitmaps cover every PFN, the descriptors and data only that range.
+    Pages are read once, in order (``progress(done, total)`` after each block of them), and
+    compressed on ``threads`` threads (default: the CPUs this process may use, at most 8); the
+    file is the same whatever the number.  ``header_first`` writes the headers (and notes) before
+    the pages, as makedumpfile and QEMU order a flattened stream (``crash --osrelease`` reads a
+    flattened file's first strings); the bitmaps always come last.  ``exact=False`` lets zlib pages
+    come from a faster deflate (:func:`vmci.core.codecs.page_compressor`).
     Returns facts about what was written (offsets, counts).
     """
     h = kdump_header(header, **fields)
+    if threads is None:
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        threads = min(8, len(cpus))
     compression, version = h.compression, h.header_version
     if compression != "none" and compression not in COMPRESSION_FLAGS:
         raise UnsupportedError(f"unknown compression {compression!r}")
@@ -147,47 +213,14 @@ def write_kdump(
 
     sink: Any = FlatWriter(out) if flattened else _SeekSink(out)
     desc_offset = (1 + sub_hdr_size + bitmap_blocks) * bs
-    # The descriptor table precedes the data, so one pass finds the pages that get a
-    # descriptor (readable and not excluded) and a second writes them.
+    # The descriptor table precedes the data: the pages that get a descriptor (readable and not
+    # excluded) are known before any page is read, from the container's own maps.
     bitmap2 = bytearray(one)
-    for lo, hi in _readable_page_runs(memory, bs):
+    for lo, hi in memory.page_runs():
         set_bits(bitmap2, lo, hi)
     clear_masked(bitmap2, exclusion_mask(exclude, max_mapnr))
     n_desc = sum(b - a for a, b in bit_runs(bitmap2, end_pfn, first_pfn) if b > first_pfn)
     data_offset = desc_offset + n_desc * layout.page_desc.sizeof()
-    zero = bytes(bs)
-    pos = data_offset
-    zero_desc = layout.page_desc.build({"offset": pos, "size": bs, "flags": 0, "page_flags": 0})
-    sink.write_at(pos, zero)
-    pos += bs
-    descs = bytearray()
-    desc_pos = desc_offset
-    stored = zero_pages = 0
-    for addr, page in memory.pages(first_pfn * bs, end_pfn * bs):
-        pfn = addr // bs
-        if not bitmap2[pfn >> 3] >> (pfn & 7) & 1:
-            continue  # excluded by the caller
-        if page == zero:
-            descs += zero_desc
-            zero_pages += 1
-        else:
-            flags, blob = 0, page
-            if compression != "none":
-                packed = compress_page(compression, page)
-                if len(packed) < bs:
-                    flags, blob = status, packed
-            descs += layout.page_desc.build(
-                {"offset": pos, "size": len(blob), "flags": flags, "page_flags": 0}
-            )
-            sink.write_at(pos, blob)
-            pos += len(blob)
-            stored += 1
-        if len(descs) >= 1 << 16:
-            sink.write_at(desc_pos, descs)
-            desc_pos += len(descs)
-            descs = bytearray()
-    sink.write_at(desc_pos, descs)
-
     disk_header = layout.header.build(
         {
             "signature": h.signature.encode("ascii"),
@@ -228,8 +261,71 @@ def write_kdump(
         "max_mapnr_64": max_mapnr,
     }
     sub = layout.sub_header.build({k: v if sub_header_has(k, version) else 0 for k, v in values.items()})
-    sink.write_at(0, disk_header.ljust(bs, b"\0"))
-    sink.write_at(bs, (sub + tail).ljust(sub_hdr_size * bs, b"\0"))
+    if header_first:
+        sink.write_at(0, disk_header.ljust(bs, b"\0"))
+        sink.write_at(bs, (sub + tail).ljust(sub_hdr_size * bs, b"\0"))
+    zero = bytes(bs)
+    pos = data_offset
+    zero_desc = layout.page_desc.build({"offset": pos, "size": bs, "flags": 0, "page_flags": 0})
+    sink.write_at(pos, zero)
+    pos += bs
+    descs = bytearray()
+    desc_pos = desc_offset
+    stored = zero_pages = done = 0
+    pack_desc = struct_format(layout.page_desc).pack
+    unreadable = 0
+    with _Compressor(compression, threads, exact) as compressor:
+        # one pass over the pages to write: each is read once, excluded pages are never touched
+        for lo, hi in list(bit_runs(bitmap2, end_pfn, first_pfn)):
+            expect = lo = max(lo, first_pfn)
+            for addr, block in memory.page_blocks(lo * bs, hi * bs):
+                if addr // bs > expect:  # pages the container could not give after all (corrupt data)
+                    unreadable += _clear_bits(bitmap2, expect, addr // bs)
+                expect = addr // bs + len(block) // bs
+                zeros = zero_page_flags(block, bs)
+                done += len(zeros)
+                if all(zeros):  # a block of zero pages (most of a sparse guest): descriptors in bulk,
+                    n = len(zeros)  # flushed at the same points as one at a time
+                    zero_pages += n
+                    while n:
+                        take = min(n, -(-((1 << 16) - len(descs)) // len(zero_desc)))
+                        descs += zero_desc * take
+                        n -= take
+                        if len(descs) >= 1 << 16:
+                            sink.write_at(desc_pos, descs)
+                            desc_pos += len(descs)
+                            descs = bytearray()
+                    if progress is not None:
+                        progress(done, n_desc)
+                    continue
+                packed = compressor.pages(block, bs, [i for i, z in enumerate(zeros) if not z])
+                for i, is_zero_page in enumerate(zeros):
+                    if is_zero_page:
+                        descs += zero_desc
+                        zero_pages += 1
+                    else:
+                        blob = packed[i]
+                        if len(blob) < bs:
+                            descs += pack_desc(pos, len(blob), status, 0)
+                        else:
+                            blob = block[i * bs:(i + 1) * bs]
+                            descs += pack_desc(pos, bs, 0, 0)
+                        sink.write_at(pos, blob)
+                        pos += len(blob)
+                        stored += 1
+                    if len(descs) >= 1 << 16:  # flushed as before: flattened records stay the same
+                        sink.write_at(desc_pos, descs)
+                        desc_pos += len(descs)
+                        descs = bytearray()
+                if progress is not None:
+                    progress(done, n_desc)
+            if expect < hi:
+                unreadable += _clear_bits(bitmap2, expect, hi)
+    sink.write_at(desc_pos, descs)
+
+    if not header_first:
+        sink.write_at(0, disk_header.ljust(bs, b"\0"))
+        sink.write_at(bs, (sub + tail).ljust(sub_hdr_size * bs, b"\0"))
     bitmap_off = (1 + sub_hdr_size) * bs
     sink.write_at(bitmap_off, bitmap1)
     sink.write_at(bitmap_off + one, bitmap2)
@@ -237,7 +333,7 @@ def write_kdump(
     return {
         "block_size": bs,
         "max_mapnr": max_mapnr,
-        "dumpable_pages": n_desc,
+        "dumpable_pages": n_desc - unreadable,
         "zero_pages": zero_pages,
         "stored_pages": stored,
         "desc_offset": desc_offset,
