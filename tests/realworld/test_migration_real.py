@@ -36,12 +36,15 @@ def test_real_stream_opens_and_maps_q35_ram(scenario: RealGuest) -> None:
         assert d.facts["machine"].startswith("pc-q35-") and d.facts["eof"] and d.facts["section_footers"]
         assert d.facts["vmdesc_devices"] > 10
         blocks = {b["name"]: b for b in d.facts["ram_blocks"]}
-        assert blocks["pc.ram"]["size"] == 256 << 20 and blocks["pc.ram"]["absent_pages"] == 0
-        assert blocks["pc.ram"]["gpa"] == [[0, 256 << 20]]
+        memory = SCENARIOS[scenario.name].memory  # what the harness gave QEMU's -m, e.g. 256M
+        assert memory.endswith("M")
+        ram = int(memory[:-1]) << 20
+        assert blocks["pc.ram"]["size"] == ram and blocks["pc.ram"]["absent_pages"] == 0
+        assert blocks["pc.ram"]["gpa"] == [[0, ram]]
         assert {"/rom@etc/acpi/tables", "/rom@etc/table-loader"} <= set(blocks)
         assert blocks["/rom@etc/acpi/tables"]["gpa"] is None
         assert b"etc/acpi/tables" in d.memory.block("/rom@etc/table-loader")
-        assert d.memory.contains(0, 256 << 20)
+        assert d.memory.contains(0, ram)
 
 
 @pytest.mark.parametrize("scenario", ALL, indirect=True)
