@@ -8,6 +8,7 @@ ends with :func:`exit_with` and the ``exit_code`` the library's result decided.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,18 @@ def os_error(path: Path, e: OSError) -> int:
     """Report a failed write of ``path``; returns the exit code."""
     typer.echo(f"vmci: error: cannot write {path}: {e.strerror}", err=True)
     return EXIT_OS_ERROR
+
+
+def write_output(data: bytes, output: Path | None) -> None:
+    """``data`` to the ``-o`` file, or to stdout; a failed write exits with :data:`EXIT_OS_ERROR`."""
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as e:
+        raise typer.Exit(os_error(output, e)) from None
 
 
 def jsonable(value: Any) -> Any:

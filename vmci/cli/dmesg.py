@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vmci.cli.app import errors, note, os_error
+from vmci.cli.app import errors, note, write_output
 from vmci.cli.params import BaseOpt, BlobOpt, DumpArg, FormatOpt, open_dump_arg, optional_blob, parse_int
 
 LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warn": 4, "notice": 5, "info": 6, "debug": 7}
@@ -92,11 +91,4 @@ def dmesg(
             data = format_json_lines(result.log, levels=levels, facilities=facilities, tail=tail)
         else:
             data = format_dmesg(result.log, caller=caller, levels=levels, facilities=facilities, tail=tail)
-        if output is not None:
-            try:
-                output.write_bytes(data)
-            except OSError as e:
-                raise typer.Exit(os_error(output, e)) from None
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+        write_output(data, output)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vmci.cli.app import errors, os_error
+from vmci.cli.app import errors, write_output
 from vmci.cli.params import BaseOpt, BlobOpt, DumpArg, FormatOpt, blob_arg, open_dump_arg
 
 
@@ -44,11 +43,4 @@ def vmcoreinfo(
             from vmci.kernel.vmcoreinfo import build_note
 
             raw = build_note(raw, d.byte_order)
-        if output is not None:
-            try:
-                output.write_bytes(raw)
-            except OSError as e:
-                raise typer.Exit(os_error(output, e)) from None
-        else:
-            sys.stdout.buffer.write(raw)
-            sys.stdout.buffer.flush()
+        write_output(raw, output)
