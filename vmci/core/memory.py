@@ -22,6 +22,8 @@ from vmci.errors import ExcludedPageError, HoleError, UsageError
 PAGE_SIZE = 4096
 ZERO_PAGE = bytes(PAGE_SIZE)
 ZEROS = memoryview(bytes(1 << 20))
+#: :meth:`PhysicalMemory.page_blocks` releases what it read again every this many bytes
+SWEEP = 64 << 20
 
 Buffer = bytes | bytearray | memoryview
 
@@ -310,7 +312,11 @@ class PhysicalMemory(ABC):
         extents is read whole; a page not wholly readable is skipped."""
         ps = self.page_size
         done = start  # everything below was yielded or skipped
+        swept = start  # released again up to here (pages mapped back in by a neighbour's fault)
         for addr, buf in self.chunks(start, end, max(ps, max_size)):
+            if done - swept >= SWEEP:
+                self.release(swept, done - swept)
+                swept = done
             stop = addr + len(buf)
             first = -(-addr // ps) * ps
             last = stop // ps * ps
@@ -325,6 +331,8 @@ class PhysicalMemory(ABC):
             if last < stop and last >= done and (end is None or last + ps <= end) and self.readable(last, ps):
                 yield last, self.read(last, ps)
                 done = last + ps
+        if done > swept:
+            self.release(swept, done - swept)
 
     def release(self, paddr: int, n: int) -> None:  # noqa: B027 - optional hook
         """Hint that ``[paddr, paddr + n)`` will not be read again soon: a file-backed container

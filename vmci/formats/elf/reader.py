@@ -237,10 +237,15 @@ class ElfMemory(PhysicalMemory):
                 done = addr + len(page)
 
     def release(self, paddr: int, n: int) -> None:
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        p = self._pieces[i] if i >= 0 else None
-        if p is not None and p.file_off >= 0 and paddr + n <= p.start + p.size:
-            self.src.release(p.file_off + paddr - p.start, n)
+        """Drop the file pages behind ``[paddr, paddr + n)`` from the process (every piece it spans)."""
+        end = paddr + n
+        i = max(0, bisect.bisect_right(self._starts, paddr) - 1)
+        while i < len(self._pieces) and self._pieces[i].start < end:
+            p = self._pieces[i]
+            lo, hi = max(paddr, p.start), min(end, p.start + p.size)
+            if p.file_off >= 0 and hi > lo:
+                self.src.release(p.file_off + lo - p.start, hi - lo)
+            i += 1
 
 
 def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:

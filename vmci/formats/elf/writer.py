@@ -7,7 +7,7 @@ import bisect
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from vmci.core.memory import Buffer, PhysicalMemory, Range, zero_page_flags
+from vmci.core.memory import SWEEP, Buffer, PhysicalMemory, Range, zero_page_flags
 from vmci.formats.kdump.bitmap import Exclusion, PfnBitmap, bit_runs, exclusion_mask
 from vmci.layouts.elf import EM_X86_64, ET_CORE, PN_XNUM, PT_LOAD, PT_NOTE, SHT_NULL, SHT_STRTAB, elf_layout
 
@@ -187,11 +187,16 @@ def write_elf(
     total = sum(r.size for r in blocks)
     done = 0
     for r, off in zip(blocks, block_off, strict=True):
+        swept = r.start
         for a, data in memory.chunks(r.start, r.end):
             _write_data(out, off + a - r.start, data, ps if sparse else 0)
             done += len(data)
             if progress is not None:
                 progress(done, total)
+            if a + len(data) - swept >= SWEEP:  # pages a neighbour's fault mapped back in
+                memory.release(swept, a + len(data) - swept)
+                swept = a + len(data)
+        memory.release(swept, r.end - swept)
         if not sparse:
             _fill_gaps(out, memory, r, off)
     out.seek(strtab_off)
