@@ -235,6 +235,9 @@ def test_filtering_equals_makedumpfile(scenario: str, request: pytest.FixtureReq
     with open_dump(guest["elf"]) as d:
         text = find_vmcoreinfo(d).chosen.text  # type: ignore[union-attr]
         kmem = KernelMemory.from_dump(d, text)
+        # the rewrite is a /proc/vmcore to vmcore-dmesg too (it resolves symbols through PT_LOADs)
+        r = subprocess.run([need_tool("vmcore-dmesg"), str(vmcore)], capture_output=True, timeout=120)
+        assert r.returncode == 0 and r.stdout == format_dmesg(get_printk_records(kmem), style="vmcore-dmesg")
         zeros = zero_pages(d.memory)
         for level in (1, 2, 4, 8, 16, 31):
             made = out_dir / f"{scenario}.d{level}"

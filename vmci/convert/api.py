@@ -167,9 +167,10 @@ def _convert(d: Dump, paths: list[Path], *, to: str, compress: str, level: int, 
     temps = [p.with_name(f".{p.name}.vmci-partial-{os.getpid()}") for p in paths]
     files: list[BinaryIO] = []
     try:
-        files = [t.open("wb") for t in temps]
+        for t in temps:
+            files.append(t.open("wb"))
         written = _write(prep, files, notes_blob, to=to, compress=compress, level=level, exclusion=exclusion,
-                       progress=phase("pages"))
+                         progress=phase("pages"))
         for f in files:
             f.flush()
             os.fsync(f.fileno())

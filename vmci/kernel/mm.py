@@ -29,7 +29,7 @@ Zero pages (dump level 1) are decided by content while pages are copied, not her
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import TYPE_CHECKING, Any
@@ -669,10 +669,5 @@ def _mark(np_: Any, bits: np.ndarray, bitmap: PfnBitmap, starts: np.ndarray, end
             set_bits(bitmap.bits, max(s, hi), min(e, bitmap.nbits))
 
 
-def iter_runs(bitmap: PfnBitmap) -> Iterator[tuple[int, int]]:
-    """``(first, end)`` runs of excluded PFNs."""
-    return bitmap.runs()
-
-
 __all__ = ["MAX_LEVEL", "PGMM_CACHED", "DumpLevel", "MemMap", "MemoryModel", "PageClass", "PageLayout",
-           "PageScan", "classify", "iter_runs", "memory_model", "reached_blocks", "scan_pages"]
+           "PageScan", "classify", "memory_model", "reached_blocks", "scan_pages"]
