@@ -59,8 +59,16 @@ def run_checks(dump: Dump, disc: Discovery) -> list[Check]:
     out += _kdump_checks(dump, disc, text)
     out += _record_size(disc)
     if text is not None:
-        out += _text_checks(text)
+        out += _text_checks(text, _kaslr_keys(dump, text))
     return out
+
+
+def _kaslr_keys(dump: Dump, text: VmcoreInfo) -> tuple[str, ...]:
+    """The keys the text's architecture (else the dump's, else x86_64's) places a KASLR'd kernel with."""
+    from vmci.arch import for_vmcoreinfo, lookup
+
+    arch = for_vmcoreinfo(text) or lookup(dump.arch)
+    return arch.kaslr_keys if arch is not None and arch.kaslr_keys else ("KERNELOFFSET", "NUMBER(phys_base)")
 
 
 def _strategy_checks(disc: Discovery) -> list[Check]:
@@ -145,18 +153,20 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
     assert isinstance(dump.header, KdumpHeader) and dump.header.phys_base is not None
     header, bits = dump.header.phys_base, dump.header.ulong_bits
     mask = (1 << bits) - 1
-    raw = text.get("NUMBER(phys_base)")
+    name = text.phys_base_key  # arm64: PHYS_OFFSET, what QEMU puts there for EM_AARCH64
+    key = f"NUMBER({name})"
+    raw = text.get(key)
     if raw is None:
         return Check("kdump-phys-base", "WARN",
-                     f"header phys_base {header:#x}; the text has no NUMBER(phys_base) to compare")
+                     f"header phys_base {header:#x}; the text has no {key} to compare")
     raw = raw.removesuffix("\r")
     try:
-        value = text.number("phys_base")
+        value = text.number(name)
     except FormatError as err:
-        return Check("kdump-phys-base", "WARN", f"NUMBER(phys_base) unreadable: {err}")
+        return Check("kdump-phys-base", "WARN", f"{key} unreadable: {err}")
     assert value is not None
     if header == value & mask:
-        return Check("kdump-phys-base", "PASS", f"header phys_base {header:#x} = NUMBER(phys_base)={raw}")
+        return Check("kdump-phys-base", "PASS", f"header phys_base {header:#x} = {key}={raw}")
     buggy = qemu_hex_phys_base(raw, bits)
     if buggy is not None and header == buggy:
         return Check(QEMU_PHYS_BASE_BUG, "WARN",
@@ -165,10 +175,14 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
                      f"{value} ({value & mask:#x}); crash and vmci use the text's")
     if header == 0:
         return Check("kdump-phys-base", "WARN",
-                     f"header phys_base 0 but NUMBER(phys_base)={raw}: the writer did not read the "
+                     f"header phys_base 0 but {key}={raw}: the writer did not read the "
                      "guest's note (QEMU's 'architecture guess'); readers must use the text's")
+    if dump.memory.ranges and header == dump.memory.ranges[0].start:
+        return Check("kdump-phys-base", "WARN",
+                     f"header phys_base {header:#x} (the lowest RAM block) but {key}={raw}: the writer did "
+                     "not read the guest's note (QEMU's 'architecture guess'); readers must use the text's")
     return Check("kdump-phys-base", "FAIL",
-                 f"header phys_base {header:#x} but NUMBER(phys_base)={raw} ({value & mask:#x})")
+                 f"header phys_base {header:#x} but {key}={raw} ({value & mask:#x})")
 
 
 def _record_size(disc: Discovery) -> list[Check]:
@@ -184,7 +198,8 @@ def _record_size(disc: Discovery) -> list[Check]:
     return out
 
 
-def _text_checks(text: VmcoreInfo) -> list[Check]:
+def _text_checks(text: VmcoreInfo,
+                 kaslr_keys: tuple[str, ...] = ("KERNELOFFSET", "NUMBER(phys_base)")) -> list[Check]:
     out = []
     lint = [w for w in text.warnings if w.code not in ("missing-kaslr-key",)]
     if lint:
@@ -192,9 +207,9 @@ def _text_checks(text: VmcoreInfo) -> list[Check]:
                          + (f"; and {len(lint) - 6} more" if len(lint) > 6 else "")))
     else:
         out.append(Check("vmcoreinfo-lint", "PASS", "the text is as the kernel writes it"))
-    missing = [k for k in ("KERNELOFFSET", "NUMBER(phys_base)") if k not in text]
+    missing = [k for k in kaslr_keys if k not in text]
     if not missing:
-        out.append(Check("kaslr-keys", "PASS", "KERNELOFFSET and NUMBER(phys_base) present"))
+        out.append(Check("kaslr-keys", "PASS", f"{', '.join(kaslr_keys[:-1])} and {kaslr_keys[-1]} present"))
     elif "NUMBER(phys_base)" in missing and "SYMBOL(phys_base)" in text:
         out.append(Check("kaslr-keys", "WARN", "only the legacy SYMBOL(phys_base) (kernel < 4.10)"
                          + ("; KERNELOFFSET missing" if "KERNELOFFSET" in missing else "")))

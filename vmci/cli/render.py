@@ -58,7 +58,14 @@ def render_info(s: dict[str, Any]) -> None:
             off = "-" if n["offset"] is None else f"{n['offset']:#x}"
             t.add_row(str(i), n["name"], str(n["type"]), str(n["size"]), off, n["where"])
         c.print(t)
-    if s["cpus"]:
+    if s["cpus"] and s["arch"] == "aarch64":  # no control registers: pc, PSTATE and TTBR1 if saved
+        t = Table("cpu", "pc", "sp", "pstate", "ttbr1_el1", title="CPUs", title_justify="left")
+        for cpu in s["cpus"]:
+            regs = cpu.get("regs", {})
+            names = ("pc", "sp", "pstate", "ttbr1_el1")
+            t.add_row(str(cpu.get("index")), *(_hex(regs.get(n)) for n in names))
+        c.print(t)
+    elif s["cpus"]:
         t = Table("cpu", "rip", "cr0", "cr3", "cr4", "idtr", title="CPUs", title_justify="left")
         for cpu in s["cpus"]:
             regs = cpu.get("regs", {})

@@ -277,6 +277,10 @@ def _corroborate(rep: KaslrReport, memory: PhysicalMemory, res: PageTableKaslr, 
         spd_va = None if link is None else link + koff
     if spd_va is not None and want_half is not None:
         pa = kmem.arch.kernel_phys(spd_va, rep.phys_base if rep.phys_base is not None else res.phys_base)
+        if pa is None:  # an image not placed by phys_base (arm64: kimage_voffset, else the tables' run)
+            off = kmem.arch.image_offset(vi) if vi is not None else None
+            off = (res.text_va - res.text_pa) if off is None else off
+            pa = (spd_va - off) & ((1 << 64) - 1)
         ok = pa is not None and kernel_half(memory, replace(res.tables, root=pa)) == want_half
         co["swapper_pg_dir"] = {"va": spd_va, "pa": pa, "ok": ok}
         shown = signed_hex(pa, none="?")
