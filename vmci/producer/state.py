@@ -20,6 +20,7 @@ from vmci.producer.guest import GuestLayout
 from vmci.producer.kernel_layout import KernelLayout
 from vmci.producer.linux import PlacedVmcoreinfo
 from vmci.producer.pagetables import KernelTables
+from vmci.producer.pagetables_arm64 import Arm64KernelTables
 
 __all__ = ["Guest", "VmcoreinfoDevice"]
 
@@ -51,7 +52,8 @@ class Guest:
     # guest Linux
     kernel: KernelLayout | None = None
     image: dict[str, int] = field(default_factory=dict)
-    tables: KernelTables | None = None
+    tables: KernelTables | None = None  # x86_64
+    arm_tables: Arm64KernelTables | None = None  # aarch64
     placed_vmcoreinfo: PlacedVmcoreinfo | None = None
     stale: PlacedVmcoreinfo | None = None
     crashkernel: Range | None = None
