@@ -157,16 +157,13 @@ def judge(memory: PhysicalMemory, tables: PageTables, pcs: Sequence[tuple[int, i
     return TablesVerdict(tables, run, phys_offset, n_hits, in_image)
 
 
-def _candidate_entries(page: memoryview, order: str) -> list[tuple[int, int]] | None:
+def _candidate_entries(page: bytes, order: str) -> list[tuple[int, int]] | None:
     """``(index, descriptor)`` of the non-zero entries of a would-be ``swapper_pg_dir``, or None when
     one of them is not a valid descriptor."""
-    n = len(page) // 8
-    out = []
-    for i, d in enumerate(struct.unpack(f"{order}{n}Q", page)):
-        if d:
-            if not d & DESC_VALID:
-                return None
-            out.append((i, d))
+    values = struct.unpack(f"{order}{len(page) // 8}Q", page)
+    out = [(i, d) for i, d in enumerate(values) if d]
+    if len(out) > len(values) // 2 + 1 or any(not d & DESC_VALID for _, d in out):
+        return None
     return out
 
 
@@ -174,35 +171,42 @@ def swapper_candidates(memory: PhysicalMemory, *, byteorder: str = "little") -> 
     """Pages that look like ``swapper_pg_dir``, as :class:`~vmci.arch.PageTables` for each VA size
     their granule allows: the page before is zero (``reserved_pg_dir``) or not in the dump, entries
     are valid descriptors pointing into the dump, at most half the table is used, and both parts
-    (the linear map below ``PAGE_END``; vmalloc, the image, fixmap and vmemmap above) have an entry."""
+    (the linear map below ``PAGE_END``; vmalloc, the image, fixmap and vmemmap above) have an entry.
+
+    One pass over memory serves the three granules (a kdump file decompresses once); 4 KiB
+    candidates come first, then 16 and 64 KiB."""
     order = ">" if byteorder == "big" else "<"
-    for page_shift in PAGE_SHIFTS:
-        size = 1 << page_shift
-        zero = bytes(size)
-        found = 0
-        prev_addr, prev_zero = -1, False
-        for addr, buf in memory.chunks(max_size=max(1 << 20, size)):
-            mv = memoryview(buf)
-            first = -addr % size
-            for off in range(first, len(mv) - size + 1, size):
+    found: dict[int, list[PageTables]] = {shift: [] for shift in PAGE_SHIFTS}
+    prev: dict[int, tuple[int, bool]] = {shift: (-1, False) for shift in PAGE_SHIFTS}  # (address, zero)
+    zeros = {shift: bytes(1 << shift) for shift in PAGE_SHIFTS}
+    chunk = 1 << 20  # a multiple of every granule
+    for addr, buf in memory.chunks(max_size=chunk):
+        data = bytes(buf)  # bytes compare with memcmp; memoryview slices compare slowly
+        for shift in PAGE_SHIFTS:
+            size, zero, out = 1 << shift, zeros[shift], found[shift]
+            if len(out) >= MAX_CANDIDATES:
+                continue
+            for off in range(-addr % size, len(data) - size + 1, size):
                 p = addr + off
-                page = mv[off:off + size]
+                page = data[off:off + size]
                 is_zero = page == zero
-                before_ok = prev_zero if prev_addr == p - size else not memory.readable(p - size, size)
-                prev_addr, prev_zero = p, is_zero
-                if is_zero or not before_ok:
+                last, last_zero = prev[shift]
+                prev[shift] = (p, is_zero)
+                if is_zero:
+                    continue
+                if last == p - size:
+                    if not last_zero:
+                        continue
+                elif memory.readable(p - size, size) and memory.read(p - size, size) != zero:
                     continue
                 entries = _candidate_entries(page, order)
                 if not entries:
                     continue
-                for va_bits in VA_BITS_CHOICES[page_shift]:
-                    if _plausible(memory, entries, page_shift, va_bits):
-                        found += 1
-                        yield page_tables(p, page_shift=page_shift, va_bits=va_bits, byteorder=byteorder)
-                if found >= MAX_CANDIDATES:
-                    break
-            if found >= MAX_CANDIDATES:
-                break
+                for va_bits in VA_BITS_CHOICES[shift]:
+                    if _plausible(memory, entries, shift, va_bits):
+                        out.append(page_tables(p, page_shift=shift, va_bits=va_bits, byteorder=byteorder))
+    for shift in PAGE_SHIFTS:
+        yield from found[shift][:MAX_CANDIDATES]
 
 
 def _plausible(memory: PhysicalMemory, entries: list[tuple[int, int]], page_shift: int, va_bits: int) -> bool:
