@@ -159,13 +159,18 @@ def scan_signature(mem: PhysicalMemory, signature: bytes, start: int = 0, end: i
 
 
 def find_rsdp(mem: PhysicalMemory, *, scan_all: bool = True) -> tuple[Rsdp | None, Evidence]:
-    """The first valid RSDP: F-segment (0xE0000-0xFFFFF) first, then, if ``scan_all``, all RAM."""
+    """The first valid RSDP: F-segment (0xE0000-0xFFFFF) first, then, if ``scan_all``, all RAM.
+
+    A machine without RAM at the F-segment (Arm ``virt``) has its RSDP only where UEFI put it:
+    edk2's AcpiTableDxe allocates it from pool memory, 8-byte aligned (MdeModulePkg
+    AcpiTableProtocol.c), so RAM is searched at 8-byte steps there."""
     ev = Evidence()
     seen: set[int] = set()
     areas = [(FSEG_START, FSEG_END, "F-segment")] + ([(0, None, "all RAM")] if scan_all else [])
+    pc = mem.contains(FSEG_START, 1)
     for start, end, what in areas:
         found = 0
-        for cand in scan_signature(mem, RSDP_SIGNATURE, start, end):
+        for cand in scan_signature(mem, RSDP_SIGNATURE, start, end, align=16 if pc or end else 8):
             if cand in seen:
                 continue
             seen.add(cand)
