@@ -1,7 +1,8 @@
 """Test support for vmci and for other projects that need real or synthetic VM memory dumps.
 
-Real dumps: :mod:`vmci.testing.qemu` boots a Debian kernel under ``qemu-system-x86_64`` and takes
-ELF, paging ELF, kdump and migration-stream dumps of it from one stopped moment.
+Real dumps: :mod:`vmci.testing.qemu` boots a Debian kernel under ``qemu-system-x86_64`` (or its arm64
+kernel under ``qemu-system-aarch64 -machine virt``) and takes ELF, paging ELF, kdump and
+migration-stream dumps of it from one stopped moment.
 
 Synthetic dumps: this module is a pytest plugin (entry point ``pytest11 = vmci.testing``, active
 whenever vmci is installed) with two fixtures:
