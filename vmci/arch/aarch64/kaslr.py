@@ -65,6 +65,20 @@ _U64 = (1 << 64) - 1
 MAX_CANDIDATES = 64
 #: the smallest image run accepted without a PC inside it
 MIN_IMAGE_RUN = 2 << 20
+#: leaf mappings looked at in all, over every candidate: a real image window holds some ten
+#: thousand; tables that point at themselves could describe billions
+MAX_LEAVES = 1 << 20
+
+
+class Budget:
+    """How many more leaf mappings the search may look at (shared by every candidate)."""
+
+    def __init__(self, leaves: int = MAX_LEAVES) -> None:
+        self.left = leaves
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
 
 
 @dataclass(frozen=True)
@@ -108,10 +122,14 @@ def kernel_pcs(cpus: Sequence[CpuState]) -> list[tuple[int, int]]:
     return out
 
 
-def _runs(memory: PhysicalMemory, tables: PageTables, start: int, end: int) -> Iterator[ImageRun]:
-    """Runs of mappings in ``[start, end)`` contiguous in VA with one ``VA - PA``."""
+def _runs(memory: PhysicalMemory, tables: PageTables, start: int, end: int,
+          budget: Budget) -> Iterator[ImageRun]:
+    """Runs of mappings in ``[start, end)`` contiguous in VA with one ``VA - PA`` (until the budget
+    is spent)."""
     cur: list[int] | None = None  # [va, pa, end]
     for m in walk(memory, tables, start, end):
+        if not budget.take():
+            break
         if cur is not None and m.va == cur[2] and m.va - m.pa == cur[0] - cur[1]:
             cur[2] = m.va + m.size
             continue
@@ -127,8 +145,10 @@ def image_window(va_bits: int) -> tuple[int, int]:
     return kimage_vaddr(va_bits), kaslr_window(va_bits)[1] + (1 << 30)
 
 
-def judge(memory: PhysicalMemory, tables: PageTables, pcs: Sequence[tuple[int, int]]) -> TablesVerdict:
+def judge(memory: PhysicalMemory, tables: PageTables, pcs: Sequence[tuple[int, int]],
+          budget: Budget | None = None) -> TablesVerdict:
     """Find the image run and PHYS_OFFSET through ``tables`` and count the PCs they map into it."""
+    budget = budget or Budget()
     hits: list[tuple[int, int]] = []
     for _, pc in pcs:
         try:
@@ -142,12 +162,12 @@ def judge(memory: PhysicalMemory, tables: PageTables, pcs: Sequence[tuple[int, i
     run = None
     if hits:
         pc, pa = hits[0]
-        for r in _runs(memory, tables, lo, hi):
+        for r in _runs(memory, tables, lo, hi, budget):
             if r.holds(pc) and r.pa + (pc - r.va) == pa:
                 run = r
                 break
     else:
-        run = next((r for r in _runs(memory, tables, lo, hi)
+        run = next((r for r in _runs(memory, tables, lo, hi, budget)
                     if r.end - r.va >= MIN_IMAGE_RUN and r.voffset % MIN_KIMG_ALIGN == 0
                     and memory.readable(r.pa, 4)), None)
     n_hits = sum(1 for pc, _ in hits if run is not None and run.holds(pc))
@@ -247,6 +267,7 @@ def kaslr_from_page_tables(memory: PhysicalMemory, cpus: Sequence[CpuState], *,
     vCPUs' ``TTBR1_EL1`` when the container saved it, else ``swapper_pg_dir`` found in memory.
     Raises :class:`~vmci.errors.NotFoundError` when no tables map a kernel image."""
     pcs = kernel_pcs(cpus)
+    budget = Budget()
     per_cpu = {c.index: CpuKaslr(cpu=c.index, cr3=c.regs.get("ttbr1_el1")) for c in cpus}
     verdicts: dict[int, TablesVerdict] = {}  # by vCPU, TTBR1 mode
     method = "page-tables"
@@ -263,7 +284,7 @@ def kaslr_from_page_tables(memory: PhysicalMemory, cpus: Sequence[CpuState], *,
         if tables is None:
             out.skipped = f"TCR_EL1 {tcr:#x} describes no kernel translation"
             continue
-        v = judge(memory, tables, [(i, pc) for i, pc in pcs if i == c.index])
+        v = judge(memory, tables, [(i, pc) for i, pc in pcs if i == c.index], budget)
         if v.run is None:
             out.root = tables.root
             out.skipped = "its TTBR1_EL1 table maps no kernel image (KPTI's tramp_pg_dir at EL0?)"
@@ -278,7 +299,7 @@ def kaslr_from_page_tables(memory: PhysicalMemory, cpus: Sequence[CpuState], *,
         for order in ("little", "big"):
             for tables in swapper_candidates(memory, byteorder=order):
                 scanned += 1
-                v = judge(memory, tables, pcs)
+                v = judge(memory, tables, pcs, budget)
                 if v.run is None or v.phys_offset is None:
                     continue
                 if best is None or v.score > best.score:
@@ -354,5 +375,5 @@ def _read(memory: PhysicalMemory, tables: PageTables, va: int, n: int) -> bytes:
     return memory.read(leaf.pa + (va - leaf.va), n)
 
 
-__all__ = ["ImageRun", "TablesVerdict", "image_window", "judge", "kaslr_from_page_tables", "kernel_pcs",
-           "swapper_candidates"]
+__all__ = ["MAX_LEAVES", "Budget", "ImageRun", "TablesVerdict", "image_window", "judge",
+           "kaslr_from_page_tables", "kernel_pcs", "swapper_candidates"]
