@@ -162,6 +162,10 @@ class PhysicalMemory(ABC):
                 ext = self.extent(pos, min(stop - pos, max_size))
                 if ext.data is not None:
                     yield pos, ext.data
+                elif ext.size == max_size < stop - pos:
+                    # a long unreadable stretch (a corrupt size can describe petabytes): skip it in
+                    # one step; describing it reads nothing
+                    ext = self.extent(pos, stop - pos)
                 pos += ext.size
 
     def data_chunks(self, max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
