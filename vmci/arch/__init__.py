@@ -16,7 +16,9 @@ To add an architecture (nothing outside ``vmci/arch/`` needs an edit):
   ``pointer_size``, ``byteorders``, ``page_size``/``page_sizes``, ``vmcoreinfo_keys`` and
   ``vmcoreinfo_markers`` (keys only this architecture's kernels write: a raw image with such a
   text gets this architecture), ``phys_base_key`` (the ``NUMBER()`` the architecture's kdump
-  headers call ``phys_base``), and the constants of the kernel's memory layout in a
+  headers call ``phys_base``), ``kaslr_keys`` (what readers place a KASLR'd kernel with: the
+  ``kaslr-keys`` check), ``prstatus_size`` (names the architecture of a kdump file whose header
+  does not), and the constants of the kernel's memory layout in a
   ``consts.py`` (one place; producers and tests import them from there), summed up in ``kernel``
   (:class:`KernelConstants`: the image window, ``_text``'s link address, the physical start and
   alignment).

@@ -168,7 +168,8 @@ def render_kaslr(result: KaslrResult | dict[str, Any], c: Console | None = None)
     if pt:
         c.print(f"  page tables: KERNELOFFSET {_signed(pt['kerneloffset'])}, "
                 f"phys_base {_signed(pt['phys_base'])}; _text {pt['text_va']:#x} -> {pt['text_pa']:#x}, "
-                f"{'5' if pt['la57'] else '4'}-level")
+                + (f"{pt['va_bits']}-bit, {pt['page_size'] // 1024} KiB pages" if "va_bits" in pt
+                   else f"{'5' if pt['la57'] else '4'}-level"))
     elif k.get("page_tables_error"):
         c.print(f"  page tables: {escape(k['page_tables_error'])}")
     for e in k.get("evidence", []):

@@ -77,7 +77,18 @@ class KaslrReport:
 
 
 def page_tables_dict(r: PageTableKaslr) -> dict[str, Any]:
-    """The ``page_tables`` object of the ``kaslr`` JSON (schema 1)."""
+    """The ``page_tables`` object of the ``kaslr`` JSON (schema 1); for an architecture other than
+    x86_64 also ``va_bits`` and ``page_size`` of the tables, and each vCPU's kernel ``pc``."""
+    if r.tables.arch != "x86_64":
+        out = _page_tables_dict(r)
+        out.update(va_bits=r.tables.va_bits, page_size=r.tables.page_size)
+        for c, d in zip(r.cpus, out["cpus"], strict=True):
+            d.update(pc=c.pc, pc_in_text=c.pc_in_text)
+        return out
+    return _page_tables_dict(r)
+
+
+def _page_tables_dict(r: PageTableKaslr) -> dict[str, Any]:
     return {
         "kerneloffset": r.kerneloffset, "phys_base": r.phys_base, "method": r.method, "text_va": r.text_va,
         "text_pa": r.text_pa, "text_end": r.text_end, "la57": r.la57, "root": r.root, "vcpus_agree": r.agree,
