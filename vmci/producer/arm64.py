@@ -127,7 +127,7 @@ def build_aarch64(s: Scenario) -> Guest:
     g.fw_cfg = FwCfg()
     if g.vmcoreinfo_device is not None:
         g.vmcoreinfo_device.add_fw_cfg(g.fw_cfg)
-    alloc = PageAllocator(layout.ram_ranges(), rng)
+    alloc = g.alloc = PageAllocator(layout.ram_ranges(), rng)
     _boot_linux(g, alloc)
     fault_mod.apply(g, "guest-kernel")
     default = dict(g.driver)

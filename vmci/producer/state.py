@@ -12,6 +12,7 @@ from vmci.core.dump import CpuState
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.producer.acpi_tables import AcpiBuild
+from vmci.producer.allocator import PageAllocator
 from vmci.producer.config import Scenario
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import FirmwareResult, PublishedAcpi
@@ -64,6 +65,8 @@ class Guest:
     driver_dest: int | None = None
     ssdts: dict[str, int] = field(default_factory=dict)  # OEM table id -> address, before after-boot faults
     faults: list[dict[str, str]] = field(default_factory=list)
+    # the guest kernel's page allocator after boot (free RAM for what runs later, e.g. its log)
+    alloc: PageAllocator | None = None
 
     @property
     def placed(self) -> PlacedVmcoreinfo:
