@@ -4,8 +4,6 @@ ELF, kdump and migration stream: the producer's log writer's record is the oracl
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from vmci.analysis.kaslr import vmcoreinfo_for_kaslr
