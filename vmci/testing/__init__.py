@@ -15,7 +15,10 @@ whenever vmci is installed) with two fixtures:
     dump into the test's ``tmp_path`` and returns ``(path, truth)``; ``truth`` is a
     :class:`vmci.producer.scenario.Truth` (``truth["vmcoreinfo"]["note_paddr"]``,
     ``truth.addr_blob``, ``truth.expected("acpi")``, ...).  A ``scenario=`` keyword takes a
-    ready :class:`Scenario` instead of keys.
+    ready :class:`Scenario` instead of keys.  ``arch="aarch64"`` gives an arm64 guest on QEMU's
+    ``virt`` (``page_size``, ``va_bits``, ``byteorder``, ``pti`` for KPTI; formats ``elf``,
+    ``kdump``, ``kdump-flat``, ``migration``...), e.g. ``vmci_dump("kdump", arch="aarch64",
+    page_size=65536, va_bits=52)``.
 
 Example::
 
