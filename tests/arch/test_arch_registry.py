@@ -16,7 +16,7 @@ from vmci.formats import open_dump
 from vmci.formats.elf import write_elf
 from vmci.formats.notes import encode_notes
 from vmci.kernel.vmcoreinfo import VmcoreInfo
-from vmci.layouts.elf import EM_386, EM_AARCH64, EM_X86_64
+from vmci.layouts.elf import EM_386, EM_AARCH64, EM_ARM, EM_X86_64
 
 
 def test_builtin_lookups() -> None:
@@ -25,7 +25,9 @@ def test_builtin_lookups() -> None:
     assert arch.lookup("i686") is i386 and arch.canonical_name("i586") == "i386"
     assert arch.canonical_name("Unknown") == "Unknown" and arch.lookup("Unknown") is None
     assert arch.by_elf_machine(EM_X86_64) is x86 and arch.by_elf_machine(EM_386) is i386
-    assert arch.by_elf_machine(EM_AARCH64) is None
+    arm64 = arch.get("aarch64")
+    assert arch.by_elf_machine(EM_AARCH64) is arm64 and arch.lookup("arm64") is arm64
+    assert arch.by_elf_machine(EM_ARM) is arch.get("arm") and arch.lookup("armv7l") is arch.get("arm")
     assert arch.default_arch(8) is x86 and arch.default_arch(4) is i386
     assert (x86.pointer_size, x86.page_size, x86.drgn_arch) == (8, 4096, "X86_64")
     assert x86.kernel is not None and i386.kernel is None
@@ -35,7 +37,9 @@ def test_builtin_lookups() -> None:
     assert x86.kernel_virt(0xE00000, -0x200000) == 0xFFFFFFFF81000000
     assert x86.kernel_phys(0xFFFF888000000000, 0) is None  # the direct map is not the image
     assert x86.translates and x86.finds_kaslr and not i386.translates and not i386.finds_kaslr
-    assert arch.supporting("finds_kaslr") == ["x86_64"]
+    assert arch.supporting("finds_kaslr") == ["x86_64", "aarch64"]
+    assert (arm64.pointer_size, arm64.page_sizes, arm64.drgn_arch) == (8, (4096, 16384, 65536), "AARCH64")
+    assert arch.by_prstatus_size(392) is arm64 and arch.by_prstatus_size(336) is x86
     with pytest.raises(UnsupportedError, match="'sparc' is not supported"):
         arch.get("sparc")
     with pytest.raises(UnsupportedError, match="not implemented for i386"):
@@ -46,7 +50,7 @@ def test_architecture_from_the_vmcoreinfo() -> None:
     x86_text = VmcoreInfo.parse(b"OSRELEASE=6.1.0\nPAGESIZE=4096\nNUMBER(phys_base)=0\n")
     arm_text = VmcoreInfo.parse(b"OSRELEASE=6.1.0\nPAGESIZE=4096\nNUMBER(kimage_voffset)=0x0\n")
     assert arch.for_vmcoreinfo(x86_text) is arch.get("x86_64")
-    assert arch.for_vmcoreinfo(arm_text) is None  # no aarch64 entry yet
+    assert arch.for_vmcoreinfo(arm_text) is arch.get("aarch64")
 
 
 def test_x86_64_root_from_vmcoreinfo_keys() -> None:
@@ -67,16 +71,19 @@ def test_x86_64_root_from_vmcoreinfo_keys() -> None:
     assert t2 is not None and (t2.root, t2.va_bits) == (0x1E09000 + 0x2000000, 48)
 
 
+EM_RISCV = 243
+
+
 class ToyArch(arch.Arch):
     """Stands in for the next architecture: a name, an ELF machine, a CPU note parser."""
 
-    name = "aarch64"
-    machines = ("aarch64", "arm64")
-    elf_machines = (EM_AARCH64,)
+    name = "riscv64"
+    machines = ("riscv64",)
+    elf_machines = (EM_RISCV,)
 
     def cpus_from_notes(self, notes: Sequence[Note], *, byteorder: str = "little") -> list[CpuState]:
         prs = [n for n in notes if n.name == "CORE" and n.type == 1]
-        return [CpuState(index=i, regs={"pc": int.from_bytes(n.desc[368:376], byteorder)},  # type: ignore[arg-type]
+        return [CpuState(index=i, regs={"pc": int.from_bytes(n.desc[112:120], byteorder)},  # type: ignore[arg-type]
                          sources=["NT_PRSTATUS"]) for i, n in enumerate(prs)]
 
 
@@ -87,23 +94,23 @@ def toy() -> Iterator[ToyArch]:
     arch.unregister(a.name)
 
 
-def _aarch64_elf(path: Path) -> Path:
-    desc = bytearray(392)
-    desc[368:376] = (0xFFFF800008123456).to_bytes(8, "little")
-    mem = SparseMemory([Range(0x40000000, 1 << 20)])
+def _riscv_elf(path: Path) -> Path:
+    desc = bytearray(376)  # riscv64 elf_prstatus: pr_reg (pc first) at 112
+    desc[112:120] = (0xFFFFFFFF80123456).to_bytes(8, "little")
+    mem = SparseMemory([Range(0x80000000, 1 << 20)])
     with path.open("wb") as f:
-        write_elf(f, mem, encode_notes([("CORE", 1, bytes(desc))]), machine=EM_AARCH64)
+        write_elf(f, mem, encode_notes([("CORE", 1, bytes(desc))]), machine=EM_RISCV)
     return path
 
 
 def test_a_registered_architecture_reads_its_cpu_notes(tmp_path: Path, toy: ToyArch) -> None:
-    with open_dump(_aarch64_elf(tmp_path / "a.elf")) as d:
-        assert d.arch == "aarch64" and not d.warnings
-        assert [c.regs["pc"] for c in d.cpus] == [0xFFFF800008123456]
-    assert arch.by_elf_machine(EM_AARCH64) is toy and arch.lookup("arm64") is toy
+    with open_dump(_riscv_elf(tmp_path / "a.elf")) as d:
+        assert d.arch == "riscv64" and not d.warnings
+        assert [c.regs["pc"] for c in d.cpus] == [0xFFFFFFFF80123456]
+    assert arch.by_elf_machine(EM_RISCV) is toy and arch.lookup("riscv64") is toy
 
 
 def test_an_unknown_architecture_costs_a_warning_not_the_dump(tmp_path: Path) -> None:
-    with open_dump(_aarch64_elf(tmp_path / "a.elf")) as d:
-        assert d.arch == "aarch64" and d.cpus == []
-        assert any("CPU state notes not decoded" in w and "aarch64" in w for w in d.warnings)
+    with open_dump(_riscv_elf(tmp_path / "a.elf")) as d:
+        assert d.arch == "riscv" and d.cpus == []
+        assert any("CPU state notes not decoded" in w and "riscv" in w for w in d.warnings)

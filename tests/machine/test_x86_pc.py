@@ -83,8 +83,9 @@ def test_machine_family_from_type_and_devices() -> None:
     assert machine_family(None, ["timer", "ICH9LPC", "cpu"]) == ("q35", True)
     assert machine_family(None, ["PIIX3", "cpu"]) == ("pc", True)
     assert machine_family(None, []) == (None, True)
-    assert arch_of("q35") == arch_of("pc") == "x86_64" and arch_of(None) == arch_of("virt") == "unknown"
-    assert set(MACHINES) == {"pc", "q35"}
+    assert arch_of("q35") == arch_of("pc") == "x86_64" and arch_of(None) == arch_of("sbsa-ref") == "unknown"
+    assert arch_of("virt") == "aarch64"
+    assert set(MACHINES) == {"pc", "q35", "virt"}
 
 
 def test_unknown_family_is_a_usage_error() -> None:

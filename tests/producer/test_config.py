@@ -82,5 +82,5 @@ def test_formats_written_once() -> None:
     import vmci.producer.config as config
     import vmci.producer.scenario as scenario
 
-    assert FORMATS == ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
+    assert FORMATS == ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "migration", "raw")
     assert config.FORMATS is FORMATS and scenario.FORMATS is FORMATS and cli.FORMATS is FORMATS

@@ -17,13 +17,19 @@ from pathlib import Path
 import pytest
 
 from vmci.testing.qemu import (
+    AARCH64_SCENARIOS,
     OVMF_CODE,
+    QEMU_EFI_AARCH64,
     SCENARIOS,
     KernelFiles,
     RealGuest,
+    arm64_busybox,
+    find_arm64_kernel,
     find_kernel,
+    missing_aarch64_requirements,
     missing_requirements,
     real_dumps,
+    real_dumps_aarch64,
 )
 
 BULKY = ("elf", "elf_paging", "kdump_zlib", "migration")
@@ -145,3 +151,75 @@ def kdump_capture(
     """A guest that panics into a kdump capture kernel (kexec -p), dumped while that kernel runs."""
     yield from _boot("kdump_capture", kernel_files, realworld_root, initramfs_dir)
 
+
+# -- arm64 guests (qemu-system-aarch64 -machine virt -cpu cortex-a57, Debian's arm64 kernel) ---------
+
+
+@pytest.fixture(scope="session")
+def arm64_kernel_files() -> tuple[KernelFiles, Path]:
+    """Debian's arm64 kernel and static busybox, unpacked under ``VMCI_ARM64_ROOT`` (``.ci/run``)."""
+    missing = missing_aarch64_requirements()
+    if missing:
+        pytest.skip("arm64 real-QEMU tier unavailable: " + "; ".join(missing))
+    kernel, busybox = find_arm64_kernel(), arm64_busybox()
+    assert kernel is not None and busybox is not None
+    return kernel, busybox
+
+
+def _boot_arm64(name: str, files: tuple[KernelFiles, Path], root: tuple[Path, bool],
+                initramfs: Path) -> Iterator[RealGuest]:
+    directory, persistent = root
+    kernel, busybox = files
+    paths = real_dumps_aarch64(directory / name, AARCH64_SCENARIOS[name], kernel=kernel, busybox=busybox,
+                               initramfs_dir=initramfs)
+    yield RealGuest.load(name, paths)
+    if not persistent:
+        for key in ("elf", "kdump_zlib", "migration"):
+            paths[key].unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def arm64_with_device(arm64_kernel_files: tuple[KernelFiles, Path], realworld_root: tuple[Path, bool],
+                      initramfs_dir: Path) -> Iterator[RealGuest]:
+    """arm64 virt, direct kernel boot, KASLR, ``-device vmcoreinfo``."""
+    yield from _boot_arm64("arm64_with_device", arm64_kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def arm64_without_device(arm64_kernel_files: tuple[KernelFiles, Path], realworld_root: tuple[Path, bool],
+                         initramfs_dir: Path) -> Iterator[RealGuest]:
+    """arm64 virt, KASLR, no vmcoreinfo device (the note is still in RAM)."""
+    yield from _boot_arm64("arm64_without_device", arm64_kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def arm64_nokaslr(arm64_kernel_files: tuple[KernelFiles, Path], realworld_root: tuple[Path, bool],
+                  initramfs_dir: Path) -> Iterator[RealGuest]:
+    """arm64 virt, ``nokaslr``, ``-device vmcoreinfo``: its /proc/kallsyms gives the link addresses."""
+    yield from _boot_arm64("arm64_nokaslr", arm64_kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def arm64_panic(arm64_kernel_files: tuple[KernelFiles, Path], realworld_root: tuple[Path, bool],
+                initramfs_dir: Path) -> Iterator[RealGuest]:
+    """arm64 virt, KASLR, ``-device vmcoreinfo``; known kernel-log lines, then a crash."""
+    yield from _boot_arm64("arm64_panic", arm64_kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture(scope="session")
+def arm64_uefi(arm64_kernel_files: tuple[KernelFiles, Path], realworld_root: tuple[Path, bool],
+               initramfs_dir: Path) -> Iterator[RealGuest]:
+    """arm64 virt under edk2 (qemu-efi-aarch64), KASLR, ``-device vmcoreinfo``: ACPI, a random
+    physical placement by the EFI stub."""
+    if not QEMU_EFI_AARCH64.is_file():
+        pytest.skip(f"{QEMU_EFI_AARCH64} not installed (apt-get install qemu-efi-aarch64)")
+    yield from _boot_arm64("arm64_uefi", arm64_kernel_files, realworld_root, initramfs_dir)
+
+
+@pytest.fixture
+def arm64_scenario(request: pytest.FixtureRequest) -> RealGuest:
+    """Indirect parametrisation over the arm64 guests."""
+    name = request.param
+    assert name in AARCH64_SCENARIOS, name
+    guest: RealGuest = request.getfixturevalue(name)
+    return guest

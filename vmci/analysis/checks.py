@@ -105,6 +105,14 @@ def qemu_hex_phys_base(text_value: str, bits: int = 64) -> int | None:
     return (-n if neg else n) & mask
 
 
+def _arch_kaslr_keys(ctx: CheckContext) -> tuple[str, ...]:
+    """The keys the text's architecture (else the dump's, else x86_64's) places a KASLR'd kernel with."""
+    from vmci.arch import for_vmcoreinfo, lookup
+
+    arch = (for_vmcoreinfo(ctx.text) if ctx.text is not None else None) or lookup(ctx.dump.arch)
+    return arch.kaslr_keys if arch is not None and arch.kaslr_keys else ("KERNELOFFSET", "NUMBER(phys_base)")
+
+
 @check("strategy")
 def _strategies(ctx: CheckContext) -> Iterator[CheckResult]:
     """Each strategy that found a text PASSes; one the caller asked for or fed, or that follows a
@@ -217,18 +225,20 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
     assert isinstance(dump.header, KdumpHeader) and dump.header.phys_base is not None
     header, bits = dump.header.phys_base, dump.header.ulong_bits
     mask = (1 << bits) - 1
-    raw = text.get("NUMBER(phys_base)")
+    name = text.phys_base_key  # arm64: PHYS_OFFSET, what QEMU puts there for EM_AARCH64
+    key = f"NUMBER({name})"
+    raw = text.get(key)
     if raw is None:
         return Check("kdump-phys-base", "WARN",
-                     f"header phys_base {header:#x}; the text has no NUMBER(phys_base) to compare")
+                     f"header phys_base {header:#x}; the text has no {key} to compare")
     raw = raw.removesuffix("\r")
     try:
-        value = text.number("phys_base")
+        value = text.number(name)
     except FormatError as err:
-        return Check("kdump-phys-base", "WARN", f"NUMBER(phys_base) unreadable: {err}")
+        return Check("kdump-phys-base", "WARN", f"{key} unreadable: {err}")
     assert value is not None
     if header == value & mask:
-        return Check("kdump-phys-base", "PASS", f"header phys_base {header:#x} = NUMBER(phys_base)={raw}")
+        return Check("kdump-phys-base", "PASS", f"header phys_base {header:#x} = {key}={raw}")
     buggy = qemu_hex_phys_base(raw, bits)
     if buggy is not None and header == buggy:
         return Check(QEMU_PHYS_BASE_BUG, "WARN",
@@ -237,10 +247,14 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
                      f"{value} ({value & mask:#x}); crash and vmci use the text's")
     if header == 0:
         return Check("kdump-phys-base", "WARN",
-                     f"header phys_base 0 but NUMBER(phys_base)={raw}: the writer did not read the "
+                     f"header phys_base 0 but {key}={raw}: the writer did not read the "
                      "guest's note (QEMU's 'architecture guess'); readers must use the text's")
+    if dump.memory.ranges and header == dump.memory.ranges[0].start:
+        return Check("kdump-phys-base", "WARN",
+                     f"header phys_base {header:#x} (the lowest RAM block) but {key}={raw}: the writer did "
+                     "not read the guest's note (QEMU's 'architecture guess'); readers must use the text's")
     return Check("kdump-phys-base", "FAIL",
-                 f"header phys_base {header:#x} but NUMBER(phys_base)={raw} ({value & mask:#x})")
+                 f"header phys_base {header:#x} but {key}={raw} ({value & mask:#x})")
 
 
 @check("note-size-vs-record")
@@ -274,12 +288,15 @@ def _lint(ctx: CheckContext) -> Iterator[CheckResult]:
 
 @check("kaslr-keys", applies=_has_text)
 def _kaslr_keys(ctx: CheckContext) -> Iterator[CheckResult]:
-    """KERNELOFFSET and NUMBER(phys_base) are present (readers need them under KASLR)."""
+    """The keys the architecture places a KASLR'd kernel with (x86_64: KERNELOFFSET and
+    NUMBER(phys_base); arm64: KERNELOFFSET, NUMBER(kimage_voffset) and NUMBER(PHYS_OFFSET)) are
+    present (readers need them under KASLR)."""
     text = ctx.text
     assert text is not None
-    missing = [k for k in ("KERNELOFFSET", "NUMBER(phys_base)") if k not in text]
+    keys = _arch_kaslr_keys(ctx)
+    missing = [k for k in keys if k not in text]
     if not missing:
-        yield Check("kaslr-keys", "PASS", "KERNELOFFSET and NUMBER(phys_base) present")
+        yield Check("kaslr-keys", "PASS", f"{', '.join(keys[:-1])} and {keys[-1]} present")
     elif "NUMBER(phys_base)" in missing and "SYMBOL(phys_base)" in text:
         yield Check("kaslr-keys", "WARN", "only the legacy SYMBOL(phys_base) (kernel < 4.10)"
                     + ("; KERNELOFFSET missing" if "KERNELOFFSET" in missing else ""))

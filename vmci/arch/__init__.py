@@ -4,9 +4,10 @@ Everything above this package asks the registry, never a name: ``arch.get(dump.a
 :func:`lookup`, :func:`by_elf_machine`, :func:`for_vmcoreinfo`) gives the :class:`Arch` whose
 members answer page sizes, CPU state from notes, the kernel's page-table root, translation,
 KASLR from page tables, the VMCOREINFO keys to expect and the drgn platform.  Built-in entries:
-``x86_64`` (:mod:`vmci.arch.x86_64`) and ``i386`` (:mod:`vmci.arch.i386`: CPU notes only).
+``x86_64`` (:mod:`vmci.arch.x86_64`), ``i386`` (:mod:`vmci.arch.i386`: CPU notes only),
+``aarch64`` (:mod:`vmci.arch.aarch64`) and ``arm`` (:mod:`vmci.arch.arm`: 32-bit Arm, CPU notes only).
 
-To add an architecture (``aarch64`` is next; nothing outside ``vmci/arch/`` needs an edit):
+To add an architecture (nothing outside ``vmci/arch/`` needs an edit):
 
 * **Always.**  Create ``vmci/arch/<name>/__init__.py`` with a subclass of :class:`Arch` and an
   instance ``ARCH``; add its module path to :data:`BUILTIN`.  Fill the class attributes:
@@ -14,7 +15,10 @@ To add an architecture (``aarch64`` is next; nothing outside ``vmci/arch/`` need
   ``elf_machines`` (``EM_*``; :mod:`vmci.layouts.elf` names the ELF ``e_machine``),
   ``pointer_size``, ``byteorders``, ``page_size``/``page_sizes``, ``vmcoreinfo_keys`` and
   ``vmcoreinfo_markers`` (keys only this architecture's kernels write: a raw image with such a
-  text gets this architecture), and the constants of the kernel's memory layout in a
+  text gets this architecture), ``phys_base_key`` (the ``NUMBER()`` the architecture's kdump
+  headers call ``phys_base``), ``kaslr_keys`` (what readers place a KASLR'd kernel with: the
+  ``kaslr-keys`` check), ``prstatus_size`` (names the architecture of a kdump file whose header
+  does not), and the constants of the kernel's memory layout in a
   ``consts.py`` (one place; producers and tests import them from there), summed up in ``kernel``
   (:class:`KernelConstants`: the image window, ``_text``'s link address, the physical start and
   alignment).
@@ -28,7 +32,8 @@ To add an architecture (``aarch64`` is next; nothing outside ``vmci/arch/`` need
   :meth:`Arch.lookup` (the leaf mapping holding an address; raise
   :class:`~vmci.errors.VirtualReadError`), :meth:`Arch.walk` (leaf mappings of a range, bounded by
   the tables the dump holds), :meth:`Arch.kernel_page_tables` (the root from VMCOREINFO keys, e.g.
-  ``SYMBOL(swapper_pg_dir)`` and the key that places the image physically), and, when the dump
+  ``SYMBOL(swapper_pg_dir)`` and the key that places the image physically),
+  :meth:`Arch.image_offset` (that key as ``VA - PA`` of the image), and, when the dump
   saves the registers, :meth:`Arch.kernel_root` (the root from one vCPU).  Describe the format in
   :class:`PageTables` (``va_bits``, ``page_shift``, ``mask``).
 * **To find KASLR without a VMCOREINFO** (``vmci kaslr``, ``vmci vmcoreinfo --synthesize``): set
@@ -61,7 +66,7 @@ from vmci.arch.base import (
 from vmci.errors import UnsupportedError, UsageError
 
 #: Modules that define the built-in architectures (each exports ``ARCH``), imported on first lookup.
-BUILTIN = ("vmci.arch.x86_64", "vmci.arch.i386")
+BUILTIN = ("vmci.arch.x86_64", "vmci.arch.i386", "vmci.arch.aarch64", "vmci.arch.arm")
 
 _REGISTRY: dict[str, Arch] = {}
 _loaded = False
@@ -142,6 +147,27 @@ def for_vmcoreinfo(keys: Container[str]) -> Arch | None:
     return next((a for a in _load().values() if any(k in keys for k in a.vmcoreinfo_markers)), None)
 
 
+def by_prstatus_size(size: int) -> Arch | None:
+    """The architecture whose ``NT_PRSTATUS`` descriptor has ``size`` bytes."""
+    return next((a for a in _load().values() if a.prstatus_size == size), None)
+
+
+def guess(*, prstatus_sizes: Container[int] | None = None, vmcoreinfo_keys: Container[str] | None = None,
+          pointer_size: int | None = None) -> Arch | None:
+    """The architecture of a dump whose header names none (or a name vmci does not know): by its
+    ``NT_PRSTATUS`` sizes, then by the VMCOREINFO keys only one architecture writes, then the
+    default for its word size; None when nothing tells."""
+    if prstatus_sizes is not None:
+        for a in _load().values():
+            if a.prstatus_size is not None and a.prstatus_size in prstatus_sizes:
+                return a
+    if vmcoreinfo_keys is not None:
+        found = for_vmcoreinfo(vmcoreinfo_keys)
+        if found is not None:
+            return found
+    return default_arch(pointer_size) if pointer_size else None
+
+
 def supporting(capability: str) -> list[str]:
     """Names of the architectures with a capability flag set (``"translates"``, ``"finds_kaslr"``)."""
     return [a.name for a in _load().values() if getattr(a, capability)]
@@ -158,10 +184,12 @@ __all__ = [
     "PageTables",
     "all_arches",
     "by_elf_machine",
+    "by_prstatus_size",
     "canonical_name",
     "default_arch",
     "for_vmcoreinfo",
     "get",
+    "guess",
     "lookup",
     "read_mapped",
     "register",

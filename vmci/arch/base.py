@@ -25,7 +25,8 @@ class PageTables:
     ``root`` is the physical address of the top-level table, ``va_bits`` the width of a virtual
     address the tables translate (48 or 57 on x86_64), ``page_shift`` the base page (12: 4 KiB),
     ``mask`` bits to clear from every entry before it is used as an address (the x86 SME/SEV
-    encryption bit).  ``arch`` names the :class:`Arch` whose walker reads them.
+    encryption bit), ``byteorder`` the order of the entries (big on a big-endian arm64 guest).
+    ``arch`` names the :class:`Arch` whose walker reads them.
     """
 
     arch: str
@@ -33,6 +34,7 @@ class PageTables:
     va_bits: int
     page_shift: int = 12
     mask: int = 0
+    byteorder: str = "little"
 
     @property
     def page_size(self) -> int:
@@ -94,15 +96,20 @@ class KernelKeys(Protocol):
 
     def number(self, name: str) -> int | None: ...
 
+    @property
+    def pagesize(self) -> int | None: ...
+
 
 @dataclass
 class CpuKaslr:
     """What one vCPU's page tables say about the kernel image.
 
-    ``cr3`` is the vCPU's page-table base register as saved (CR3 on x86), ``root`` the kernel
-    top-level table derived from it; the ``idt_*`` fields describe the first exception vector (x86:
-    IDT gate 0, the divide-error handler), which must point into the kernel text.  ``skipped`` says
-    why a vCPU could not be used.
+    ``cr3`` is the vCPU's page-table base register as saved (CR3 on x86, ``TTBR1_EL1`` on arm64
+    when the container saved it), ``root`` the kernel top-level table derived from it (or found in
+    memory); the ``idt_*`` fields describe the first exception vector (x86: IDT gate 0, the
+    divide-error handler), which must point into the kernel text; ``pc``/``pc_in_text`` the
+    kernel-mode program counter and whether the tables map it inside the kernel text (arm64, whose
+    dumps save no exception-vector register).  ``skipped`` says why a vCPU could not be used.
     """
 
     cpu: int
@@ -119,6 +126,8 @@ class CpuKaslr:
     idt_handler: int | None = None
     idt_handler_in_text: bool | None = None
     idt_handler_matches_phys_base: bool | None = None
+    pc: int | None = None
+    pc_in_text: bool | None = None
     skipped: str | None = None
 
 
@@ -180,6 +189,9 @@ class Arch:
     machines: tuple[str, ...] = ()
     #: ELF ``e_machine`` values (``EM_*``)
     elf_machines: tuple[int, ...] = ()
+    #: bytes of the ``CORE``/``NT_PRSTATUS`` descriptor (tells a dump's architecture when its header
+    #: does not: QEMU's arm64 kdump files say ``Unknown``); None: no such note parser
+    prstatus_size: int | None = None
     #: bytes of a kernel pointer / ``unsigned long``
     pointer_size: int = 8
     #: byte orders the architecture runs in (the dump says which one it is)
@@ -192,6 +204,11 @@ class Arch:
     vmcoreinfo_keys: tuple[str, ...] = ()
     #: VMCOREINFO keys only this architecture writes: a text with one of them is this architecture's
     vmcoreinfo_markers: tuple[str, ...] = ()
+    #: the ``NUMBER(...)`` key holding what the architecture's dump tools call ``phys_base`` (the value
+    #: QEMU writes into a kdump header): x86_64 ``phys_base``, aarch64 ``PHYS_OFFSET``; None: none
+    phys_base_key: str | None = None
+    #: the VMCOREINFO keys readers need to place a KASLR'd kernel (the ``kaslr-keys`` check)
+    kaslr_keys: tuple[str, ...] = ()
     #: the kernel image's layout constants (None: not described yet)
     kernel: KernelConstants | None = None
     #: member name of ``drgn.Architecture`` (None: drgn has no platform for it)
@@ -236,6 +253,12 @@ class Arch:
         """The kernel's own page tables from the VMCOREINFO (x86_64: ``SYMBOL(init_top_pgt)`` with
         ``NUMBER(phys_base)``), or None when the keys are missing.  ``phys_base`` overrides the
         text's value (kernels that export only the legacy ``SYMBOL(phys_base)``)."""
+        return None
+
+    def image_offset(self, keys: KernelKeys) -> int | None:
+        """``VA - PA`` of kernel-image addresses by the VMCOREINFO (x86_64: ``__START_KERNEL_map -
+        NUMBER(phys_base)``, aarch64: ``NUMBER(kimage_voffset)``), modulo 2**64; None when the keys
+        are missing."""
         return None
 
     def lookup(self, memory: PhysicalMemory, tables: PageTables, va: int) -> Mapping:

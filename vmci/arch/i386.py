@@ -18,6 +18,7 @@ class I386Arch(Arch):
     name = "i386"
     machines = ("i386", "i486", "i586", "i686", "x86")
     elf_machines = (EM_386,)
+    prstatus_size = 144
     pointer_size = 4
     byteorders = ("little",)
     page_size = 4096

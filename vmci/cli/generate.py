@@ -27,17 +27,29 @@ def generate(
         str, typer.Option("--compression", help="kdump page compression: zlib, lzo, snappy, zstd, none.")
     ] = "zlib",
     seed: Annotated[int | None, typer.Option("--seed", help="Every random choice derives from it.")] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="x86_64 or aarch64 (an arm64 guest on QEMU's virt).")
+    ] = None,
     ram: Annotated[str | None, typer.Option("--ram", help="Guest RAM, e.g. 32M, 4G.")] = None,
-    machine: Annotated[str | None, typer.Option("--machine", help="q35 or pc.")] = None,
-    firmware: Annotated[str | None, typer.Option("--firmware", help="seabios or ovmf.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="rfc, upstream or none.")] = None,
+    machine: Annotated[str | None, typer.Option("--machine", help="q35 or pc (aarch64: virt).")] = None,
+    firmware: Annotated[
+        str | None, typer.Option("--firmware", help="seabios or ovmf (aarch64: none).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="rfc, upstream or none (aarch64: no rfc).")]
+    = None,
     rfc_offset: Annotated[int | None, typer.Option("--rfc-offset", help="40 or 36.")] = None,
     vmgenid: Annotated[bool | None, typer.Option("--vmgenid/--no-vmgenid", help="Add a vmgenid device.")]
     = None,
     kernel: Annotated[str | None, typer.Option("--kernel", help="4.9, 4.19, 5.10, 6.1, 6.9 or 6.12.")] = None,
     kaslr: Annotated[bool | None, typer.Option("--kaslr/--nokaslr", help="Randomise the kernel.")] = None,
     la57: Annotated[bool | None, typer.Option("--la57/--no-la57", help="5-level paging.")] = None,
-    pti: Annotated[bool | None, typer.Option("--pti/--no-pti", help="Page-table isolation.")] = None,
+    pti: Annotated[bool | None, typer.Option("--pti/--no-pti", help="Page-table isolation (aarch64: KPTI).")]
+    = None,
+    page_size: Annotated[
+        int | None, typer.Option("--page-size", help="aarch64: 4096, 16384 or 65536.")
+    ] = None,
+    va_bits: Annotated[int | None, typer.Option("--va-bits", help="aarch64: 39, 42, 47, 48 or 52.")] = None,
+    byteorder: Annotated[str | None, typer.Option("--byteorder", help="aarch64: little or big.")] = None,
     cpus: Annotated[int | None, typer.Option("--cpus", help="Number of vCPUs.")] = None,
     panic: Annotated[bool | None, typer.Option("--panic/--no-panic", help="CRASHTIME in the text.")] = None,
     log: Annotated[
@@ -80,10 +92,12 @@ def generate(
             raise UsageError("--output/-o is required")
         if fmt not in FORMATS:
             raise UsageError(f"--format is one of {', '.join(FORMATS)}, not {fmt!r}")
-        flags = {"seed": seed, "ram": ram, "machine": machine, "firmware": firmware, "device": device,
-                 "rfc_offset": rfc_offset, "vmgenid": vmgenid, "kernel": kernel, "kaslr": kaslr, "la57": la57,
-                 "pti": pti, "cpus": cpus, "panic": panic, "phys_base_bug": phys_base_bug, "log": log,
-                 "panic_cause": panic_cause, "log_faults": log_fault or None}
+        flags = {"seed": seed, "arch": arch, "ram": ram, "machine": machine, "firmware": firmware,
+                 "device": device, "rfc_offset": rfc_offset, "vmgenid": vmgenid, "kernel": kernel,
+                 "kaslr": kaslr, "la57": la57, "pti": pti, "cpus": cpus, "panic": panic,
+                 "phys_base_bug": phys_base_bug, "log": log, "panic_cause": panic_cause,
+                 "log_faults": log_fault or None,
+                 "page_size": page_size, "va_bits": va_bits, "byteorder": byteorder}
         base = Scenario.from_toml(scenario_file) if scenario_file else None
         truth = run(merge_flags(base, flags, fault or ()), out, fmt, compression=compression)
     except VmciError as e:

@@ -77,7 +77,14 @@ def render_info(s: DumpInfo) -> None:
         for i, n in enumerate(s.notes):
             t.add_row(str(i), n.name, str(n.type), str(n.size), _hex(n.offset), n.where)
         c.print(t)
-    if s.cpus:
+    if s.cpus and s.arch == "aarch64":  # no control registers: pc, PSTATE and TTBR1 if saved
+        t = Table("cpu", "pc", "sp", "pstate", "ttbr1_el1", title="CPUs", title_justify="left")
+        for cpu in s.cpus:
+            regs = cpu.get("regs", {})
+            names = ("pc", "sp", "pstate", "ttbr1_el1")
+            t.add_row(str(cpu.get("index")), *(_hex(regs.get(n)) for n in names))
+        c.print(t)
+    elif s.cpus:
         t = Table("cpu", "rip", "cr0", "cr3", "cr4", "idtr", title="CPUs", title_justify="left")
         for cpu in s.cpus:
             regs = cpu.get("regs", {})
@@ -216,7 +223,8 @@ def render_kaslr(section: Mapping[str, Any] | KaslrSection, c: Console | None = 
     if pt:
         c.print(f"  page tables: KERNELOFFSET {_signed(pt['kerneloffset'])}, "
                 f"phys_base {_signed(pt['phys_base'])}; _text {pt['text_va']:#x} -> {pt['text_pa']:#x}, "
-                f"{'5' if pt['la57'] else '4'}-level")
+                + (f"{pt['va_bits']}-bit, {pt['page_size'] // 1024} KiB pages" if "va_bits" in pt
+                   else f"{'5' if pt['la57'] else '4'}-level"))
     elif k.get("page_tables_error"):
         c.print(f"  page tables: {escape(k['page_tables_error'])}")
     for kern in k.get("kernels", []):  # a dump taken while a kdump capture kernel ran

@@ -20,7 +20,7 @@ def vmcoreinfo(
     addr_blob: BlobOpt = None,
     synthesize: Annotated[
         bool, typer.Option("--synthesize", help="When no text is found, synthesize one from the page tables "
-                           "and the kernel image (marked VMCI_SYNTHESIZED=1; x86_64).")
+                           "and the kernel image (marked VMCI_SYNTHESIZED=1; x86_64, aarch64).")
     ] = False,
     format: FormatOpt = "auto",
     raw_base: BaseOpt = "0",

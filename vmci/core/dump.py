@@ -53,8 +53,10 @@ class CpuState:
     architecture (``rax``.. on x86_64, ``eax``.. on i386) plus whatever else the sources give by
     name (segment details on x86).  The control and descriptor-table registers are x86's (QEMU
     saves them in its ``QEMU`` note, and in the migration stream); they stay ``None`` on
-    architectures whose dumps carry no system registers.  ``sources`` names what filled this state,
-    ``warnings`` what disagreed.
+    architectures whose dumps carry no system registers.  ``mmu`` says whether address translation
+    is on where the architecture knows it without x86 control registers (arm64: the exception
+    level and PC of a dump's note, ``SCTLR_EL1.M`` of a migration stream); None leaves the answer
+    to CR0/CR3.  ``sources`` names what filled this state, ``warnings`` what disagreed.
     """
 
     index: int
@@ -72,12 +74,16 @@ class CpuState:
     kernel_gs_base: int | None = None
     qemu_version: int | None = None
     crash_occurred: bool | None = None
+    mmu: bool | None = None
     sources: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def paging(self) -> bool:
-        """Address translation is on: CR0.PG set and a non-zero CR3 (False without control registers)."""
+        """Address translation is on: :attr:`mmu` when set, else CR0.PG set and a non-zero CR3 (False
+        without control registers)."""
+        if self.mmu is not None:
+            return self.mmu
         return self.cr0 is not None and bool(self.cr0 & _CR0_PG) and bool(self.cr3)
 
     @property
@@ -86,7 +92,10 @@ class CpuState:
         return self.cr4 is not None and bool(self.cr4 & _CR4_LA57)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.mmu is None:  # only architectures without CR0/CR3 say it
+            del out["mmu"]
+        return out
 
 
 @dataclass

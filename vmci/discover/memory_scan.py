@@ -392,6 +392,8 @@ def uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, i
     paddr = None
     if sym is not None and pb is not None and not pb.legacy_symbol and arch is not None:
         paddr = arch.kernel_phys(sym, pb.value)
+        if paddr is None and arch.image_offset(t) is not None:  # arm64: kimage_voffset places the image
+            paddr = (sym - (arch.image_offset(t) or 0)) & ((1 << 64) - 1)
     if paddr is None:
         why = "legacy SYMBOL(phys_base) only" if pb is not None and pb.legacy_symbol else \
             "needs SYMBOL(init_uts_ns) and NUMBER(phys_base)"

@@ -268,7 +268,9 @@ def find_rsdp(mem: PhysicalMemory, *, scan_all: bool = True) -> tuple[Rsdp | Non
     in RAM, named by the ACPI entries of the EFI configuration table.  With ``scan_all`` RAM is
     searched in one walk over the memory that holds data (never page by page through what a
     header only describes): EFI system tables, configuration-table entries for ACPI 2.0/1.0
-    and 16-byte-aligned RSDP signatures.  An RSDP the EFI configuration table names (ACPI 2.0
+    and RSDP signatures, 16-byte aligned on a PC, 8-byte aligned on a machine without RAM at the
+    F-segment (Arm ``virt``: edk2's AcpiTableDxe allocates the RSDP from pool memory, MdeModulePkg
+    AcpiTableProtocol.c).  An RSDP the EFI configuration table names (ACPI 2.0
     first) wins over a bare signature, which may be a stale copy (OVMF leaves QEMU's own RSDP
     blob behind), and ends the walk; else the first valid signature in RAM is the answer."""
     ev = Evidence()
@@ -293,14 +295,14 @@ def find_rsdp(mem: PhysicalMemory, *, scan_all: bool = True) -> tuple[Rsdp | Non
             _step(ev, start, f"RSDP search in {what}", INFO,
                   f"{found} candidate(s) with the signature, none valid")
     if scan_all:
-        rsdp = _find_rsdp_in_ram(mem, ev, seen)
+        rsdp = _find_rsdp_in_ram(mem, ev, seen, align=16 if mem.contains(FSEG_START, 1) else 8)
         if rsdp is not None:
             return rsdp, ev
     _step(ev, None, "RSDP", FAIL, "no valid RSDP in the dump")
     return None, ev
 
 
-def _find_rsdp_in_ram(mem: PhysicalMemory, ev: Evidence, seen: set[int]) -> Rsdp | None:
+def _find_rsdp_in_ram(mem: PhysicalMemory, ev: Evidence, seen: set[int], align: int) -> Rsdp | None:
     needles = (RSDP_SIGNATURE, EFI_SYSTEM_TABLE_SIGNATURE, ACPI_20_TABLE_GUID.bytes_le[:8],
                ACPI_10_TABLE_GUID.bytes_le[:8])
     found = checked = 0
@@ -309,7 +311,7 @@ def _find_rsdp_in_ram(mem: PhysicalMemory, ev: Evidence, seen: set[int]) -> Rsdp
         named: list[tuple[str, int, int]] = []  # (kind, entry address, RSDP address)
         for at, k in hits:
             if k == 0:
-                if at % 16 or at in seen or bare:  # after the first valid one only named ones count
+                if at % align or at in seen or bare:  # after the first valid one only named ones count
                     continue
                 seen.add(at)
                 found += 1

@@ -10,7 +10,8 @@ page tables), creates ``drgn.Program(platform, vmcoreinfo=text)`` and then:
   ``dump-guest-memory -z`` output), so no rearranged copy is made; drgn's "reassemble it with
   makedumpfile -R" warning is filtered out.
 - anything else vmci reads (raw images, split kdump sets, an ELF whose only segment starts at
-  physical 0, which drgn would not register physically): vmci serves the memory through
+  physical 0, which drgn would not register physically, a kdump file whose blocks are not the
+  guest's pages, as QEMU writes them for arm64): vmci serves the memory through
   ``add_memory_segment(..., physical=True)`` and ``set_linux_kernel_custom``.  The dump stays open
   for the program's lifetime; per-CPU registers (PRSTATUS) are not available that way.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmci.core.dump import Dump
-from vmci.errors import UnsupportedError, UsageError
+from vmci.errors import UnsupportedError, UsageError, VmciError
 from vmci.machine.qemu_devices import MAX_GUEST_NOTE_SIZE
 
 if TYPE_CHECKING:
@@ -114,6 +115,22 @@ def _reader(dump: Dump) -> Callable[[int, int, int, bool], bytes]:
     return read
 
 
+def _blocks_are_not_pages(dump: Dump, text: bytes) -> bool:
+    """A kdump file whose blocks are not the guest's pages: QEMU writes 64 KiB blocks for every
+    arm64 guest (target/arm/arch_dump.c), and libkdumpfile 0.5.6 (drgn 0.3.0's wheel) then fails
+    its page-table reads ("Out-of-bounds PFN", seen on 4 KiB-page guests); vmci serves the memory."""
+    from vmci.core.headers import KdumpHeader
+    from vmci.kernel.vmcoreinfo import VmcoreInfo
+
+    if not isinstance(dump.header, KdumpHeader):
+        return False
+    try:
+        page = VmcoreInfo.parse(text).pagesize
+    except VmciError:
+        return False
+    return page is not None and page != dump.header.block_size
+
+
 def program_from_dump(
     path: str | os.PathLike[str],
     *,
@@ -173,7 +190,7 @@ def program_from_dump(
         platform = platform_for(dump, text)
         if custom is None:
             lone_zero = dump.format == "elf" and all(r.start == 0 for r in dump.memory.ranges)
-            custom = dump.format not in _NATIVE or lone_zero
+            custom = dump.format not in _NATIVE or lone_zero or _blocks_are_not_pages(dump, text)
         prog = d.Program(platform, vmcoreinfo=text)
         try:
             if custom:

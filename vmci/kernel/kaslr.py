@@ -79,7 +79,18 @@ class KaslrReport:
 
 
 def page_tables_dict(r: PageTableKaslr) -> dict[str, Any]:
-    """The ``page_tables`` object of the ``kaslr`` JSON (schema 1)."""
+    """The ``page_tables`` object of the ``kaslr`` JSON (schema 1); for an architecture other than
+    x86_64 also ``va_bits`` and ``page_size`` of the tables, and each vCPU's kernel ``pc``."""
+    if r.tables.arch != "x86_64":
+        out = _page_tables_dict(r)
+        out.update(va_bits=r.tables.va_bits, page_size=r.tables.page_size)
+        for c, d in zip(r.cpus, out["cpus"], strict=True):
+            d.update(pc=c.pc, pc_in_text=c.pc_in_text)
+        return out
+    return _page_tables_dict(r)
+
+
+def _page_tables_dict(r: PageTableKaslr) -> dict[str, Any]:
     return {
         "kerneloffset": r.kerneloffset, "phys_base": r.phys_base, "method": r.method, "text_va": r.text_va,
         "text_pa": r.text_pa, "text_end": r.text_end, "la57": r.la57, "root": r.root, "vcpus_agree": r.agree,
@@ -279,6 +290,10 @@ def _corroborate(rep: KaslrReport, memory: PhysicalMemory, res: PageTableKaslr, 
         spd_va = None if link is None else link + koff
     if spd_va is not None and want_half is not None:
         pa = kmem.arch.kernel_phys(spd_va, rep.phys_base if rep.phys_base is not None else res.phys_base)
+        if pa is None:  # an image not placed by phys_base (arm64: kimage_voffset, else the tables' run)
+            off = kmem.arch.image_offset(vi) if vi is not None else None
+            off = (res.text_va - res.text_pa) if off is None else off
+            pa = (spd_va - off) & ((1 << 64) - 1)
         ok = pa is not None and kernel_half(memory, replace(res.tables, root=pa)) == want_half
         co["swapper_pg_dir"] = {"va": spd_va, "pa": pa, "ok": ok}
         shown = signed_hex(pa, none="?")

@@ -79,8 +79,8 @@ def synthesize(dump: Dump, *, report: KaslrReport | None = None,
             src["BUILD-ID"] = "GNU build-ID note in the kernel image (.notes)"
     if build_id:
         lines.append(f"BUILD-ID={build_id}")
-    lines.append(f"PAGESIZE={arch.page_size}")
-    src["PAGESIZE"] = f"{arch.name} base page size"
+    lines.append(f"PAGESIZE={res.tables.page_size}")
+    src["PAGESIZE"] = f"the granule of the {arch.name} page tables"
     spd = None
     if symbols is not None:
         link = symbols.symbols.get("swapper_pg_dir", symbols.symbols.get("init_top_pgt"))

@@ -34,8 +34,6 @@ DRGN_REQUIRED = ("OSRELEASE", "PAGESIZE", "SYMBOL(swapper_pg_dir)")
 KASLR_KEYS = ("KERNELOFFSET", "NUMBER(phys_base)")
 #: The key that marks a text vmci synthesized (:mod:`vmci.kernel.synthesize`): ``VMCI_SYNTHESIZED=1``.
 SYNTHESIZED_KEY = "VMCI_SYNTHESIZED"
-#: Keys seen only on arm64 (no ``NUMBER(phys_base)`` expected there).
-_ARM64_MARKERS = ("NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)", "NUMBER(VA_BITS)")
 
 
 def vmcoreinfo_note_size(page_size: int = 4096) -> int:
@@ -275,11 +273,25 @@ class VmcoreInfo:
         return self._int("KERNELOFFSET", 16)
 
     @property
+    def phys_base_key(self) -> str:
+        """The ``NUMBER()`` name of what this text's architecture calls ``phys_base``:
+        ``PHYS_OFFSET`` in an arm64 text (:attr:`vmci.arch.Arch.phys_base_key`), else ``phys_base``."""
+        from vmci.arch import for_vmcoreinfo
+
+        arch = for_vmcoreinfo(self)
+        return arch.phys_base_key if arch is not None and arch.phys_base_key else "phys_base"
+
+    @property
     def phys_base(self) -> PhysBase | None:
-        """``NUMBER(phys_base)``, else the legacy ``SYMBOL(phys_base)`` flagged as an address."""
+        """``NUMBER(phys_base)``, else the legacy ``SYMBOL(phys_base)`` flagged as an address; in an
+        arm64 text ``NUMBER(PHYS_OFFSET)`` (:attr:`phys_base_key`)."""
         n = self.number("phys_base")
         if n is not None:
             return PhysBase(n, False)
+        key = self.phys_base_key
+        if key != "phys_base":
+            n = self.number(key)
+            return None if n is None else PhysBase(n, False)
         s = self.symbol("phys_base")
         return None if s is None else PhysBase(s, True)
 
@@ -397,7 +409,10 @@ def _lint(info: VmcoreInfo) -> list[LintWarning]:
     if "KERNELOFFSET" not in info:
         out.append(LintWarning("missing-kaslr-key",
                                "KERNELOFFSET is missing: readers assume 0, wrong under KASLR"))
-    if "NUMBER(phys_base)" not in info and not any(k in info for k in _ARM64_MARKERS):
+    key = info.phys_base_key
+    if key != "phys_base":
+        out.extend(_arch_keys(info))
+    elif "NUMBER(phys_base)" not in info and "NUMBER(VA_BITS)" not in info:
         if "SYMBOL(phys_base)" in info:
             msg = ("only the legacy SYMBOL(phys_base) (kernel < 4.10), the variable's address: drgn "
                    "and volatility need NUMBER(phys_base) to place the kernel physically")
@@ -410,6 +425,22 @@ def _lint(info: VmcoreInfo) -> list[LintWarning]:
         out.append(LintWarning("too-large", f"{len(body)} bytes exceed VMCOREINFO_BYTES "
                                             f"({max(VMCOREINFO_BYTES, page)})"))
     return out
+
+
+def _arch_keys(info: VmcoreInfo) -> list[LintWarning]:
+    """The keys an architecture other than x86_64 places its kernel with (:attr:`vmci.arch.Arch.
+    vmcoreinfo_keys`: arm64 ``kimage_voffset``, ``PHYS_OFFSET``, ``VA_BITS``...), as
+    ``missing-kaslr-key`` warnings."""
+    from vmci.arch import for_vmcoreinfo
+
+    arch = for_vmcoreinfo(info)
+    if arch is None:
+        return []
+    missing = [k for k in arch.kaslr_keys if k != "KERNELOFFSET" and k not in info]
+    if not missing:
+        return []
+    return [LintWarning("missing-kaslr-key", f"{', '.join(missing)} missing: {arch.name} readers (crash, "
+                                             "drgn, makedumpfile) place the kernel with them")]
 
 
 def _check_value(ln: Line, key: str) -> list[LintWarning]:

@@ -24,7 +24,7 @@ Reads are bounded: one physical read per leaf mapping (4 KiB, 2 MiB, 1 GiB), at 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 from vmci.arch import (
@@ -130,7 +130,7 @@ class KernelMemory:
         if koff is not None:
             sources["kerneloffset"] = "VMCOREINFO KERNELOFFSET"
         if pbase is not None:
-            sources["phys_base"] = "VMCOREINFO NUMBER(phys_base)"
+            sources["phys_base"] = f"VMCOREINFO NUMBER({vi.phys_base_key if vi is not None else 'phys_base'})"
         tables = _quiet(lambda: arch.kernel_page_tables(vi)) if vi is not None else None
         how = "the VMCOREINFO's kernel page-table root" if tables is not None else ""
         if tables is None or koff is None or pbase is None:
@@ -156,6 +156,8 @@ class KernelMemory:
                                     + ("" if vi is not None else " (none given)") + f", and {why}")
             else:
                 warnings.append(f"KASLR values from the page tables unavailable: {why}")
+        if tables.byteorder != dump.byte_order and dump.byte_order in arch.byteorders:
+            tables = replace(tables, byteorder=dump.byte_order)  # a big-endian guest's entries
         if not dump.memory.readable(tables.root, tables.page_size):
             warnings.append(f"the top-level page table at {tables.root:#x} is not in the dump")
         kmem = cls(dump.memory, tables, vmcoreinfo=vi, symbols=symbols, kerneloffset=koff, phys_base=pbase,

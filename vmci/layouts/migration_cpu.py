@@ -157,3 +157,59 @@ def vmstate_struct(fields: Sequence[Mapping[str, Any]]) -> cs.Struct:
 X86_64_CPU_STATE = vmstate_struct(X86_64_CPU_FIELDS)
 X86_64_CPU_STATE_SIZE = X86_64_CPU_STATE.sizeof()
 CPU_COMMON_STATE = vmstate_struct(CPU_COMMON_FIELDS)
+
+
+# -- Arm: ``vmstate_arm_cpu`` (QEMU target/arm/machine.c) -------------------------------------------
+# Version 22 as QEMU 7.2 describes it for an AArch64 CPU (checked against a real 7.2.22 ``virt``
+# stream of a cortex-a57).  ``env.xregs[31]`` is the current SP; ``cpsr`` holds PSTATE for a CPU in
+# AArch64 state (``get_cpsr``/``put_cpsr``); the system registers travel in the
+# ``cpreg_vmstate_indexes``/``_values`` arrays keyed by KVM register IDs (``cpreg_to_kvm_id``).
+ARM_CPU_VERSION = 22
+AARCH64_XREGS = "env.xregs"
+AARCH64_PC = "env.pc"
+ARM_CPSR = "cpsr"
+ARM_SP_EL = "env.sp_el"
+ARM_ELR_EL = "env.elr_el"
+ARM_CPREG_LEN = "cpreg_vmstate_array_len"
+ARM_CPREG_INDEXES = "cpreg_vmstate_indexes"
+ARM_CPREG_VALUES = "cpreg_vmstate_values"
+ARM_POWER_STATE = "power_state"
+AARCH64_REQUIRED = (AARCH64_XREGS, AARCH64_PC, ARM_CPSR)
+#: KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG (Linux arch/arm64/include/uapi/asm/kvm.h)
+ARM64_SYSREG_BASE = 0x6030_0000_0013_0000
+#: the system registers vmci reads: name -> (op0, op1, CRn, CRm, op2) (Arm ARM, D19)
+ARM64_SYSREGS = {
+    "sctlr_el1": (3, 0, 1, 0, 0),
+    "ttbr0_el1": (3, 0, 2, 0, 0),
+    "ttbr1_el1": (3, 0, 2, 0, 1),
+    "tcr_el1": (3, 0, 2, 0, 2),
+    "esr_el1": (3, 0, 5, 2, 0),
+    "far_el1": (3, 0, 6, 0, 0),
+    "mair_el1": (3, 0, 10, 2, 0),
+    "vbar_el1": (3, 0, 12, 0, 0),
+    "contextidr_el1": (3, 0, 13, 0, 1),
+    "tpidr_el1": (3, 0, 13, 0, 4),
+}
+
+
+def arm64_sysreg_id(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """The KVM register ID QEMU keys an AArch64 system register by in ``cpreg_vmstate_indexes``."""
+    return ARM64_SYSREG_BASE | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+
+
+def aarch64_cpu_fields(cpregs: int) -> list[dict[str, Any]]:
+    """``vmstate_arm_cpu``'s fields as QEMU 7.2 describes them, with ``cpregs`` system registers."""
+    return [
+        _int("env.regs", 4, 16), _int(AARCH64_XREGS, 8, 32), _int(AARCH64_PC, 8),
+        {"name": ARM_CPSR, "type": "cpsr", "size": 4}, _int("env.spsr", 4),
+        _int("env.banked_spsr", 8, 8), _int("env.banked_r13", 4, 8), _int("env.banked_r14", 4, 8),
+        _int("env.usr_regs", 4, 5), _int("env.fiq_regs", 4, 5), _int(ARM_ELR_EL, 8, 4), _int(ARM_SP_EL, 8, 4),
+        {"name": ARM_CPREG_LEN, "type": "int32 le", "size": 4},
+        _int(ARM_CPREG_INDEXES, 8, cpregs), _int(ARM_CPREG_VALUES, 8, cpregs),
+        *_u64s("env.exclusive_addr", "env.exclusive_val", "env.exclusive_high"),
+        {"name": "unused", "type": "unused_buffer", "size": 8},
+        _int("env.exception.syndrome", 4), _int("env.exception.fsr", 4), _int("env.exception.vaddress", 8),
+        {"name": "gt_timer[0]", "type": "timer", "size": 8},
+        {"name": "gt_timer[1]", "type": "timer", "size": 8},
+        {"name": ARM_POWER_STATE, "type": "powered_off", "size": 1},
+    ]

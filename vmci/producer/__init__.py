@@ -5,4 +5,4 @@ line's help reads :data:`FORMATS` at start-up); nothing heavy is imported here.
 """
 
 #: The dump formats :func:`vmci.producer.scenario.generate` writes.
-FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "raw")
+FORMATS = ("elf", "elf-paging", "kdump", "kdump-flat", "kexec", "migration", "raw")

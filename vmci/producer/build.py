@@ -25,6 +25,7 @@ from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
 from vmci.producer import faults as fault_mod
 from vmci.producer.acpi_tables import build_acpi, install_acpi
 from vmci.producer.allocator import PageAllocator
+from vmci.producer.arm64 import build_aarch64
 from vmci.producer.config import Scenario
 from vmci.producer.devices import (
     LinuxFwCfgWriter,
@@ -97,7 +98,10 @@ def _kaslr_placement(s: Scenario, image: dict[str, int], alloc: PageAllocator,
 
 
 def build(s: Scenario) -> Guest:
-    """Run every actor of ``s`` and return the guest, ready for a dump writer."""
+    """Run every actor of ``s`` and return the guest, ready for a dump writer (an arm64 ``virt``
+    guest for ``arch = "aarch64"``: :func:`vmci.producer.arm64.build_aarch64`)."""
+    if s.arch == "aarch64":
+        return build_aarch64(s)
     rng = random.Random(s.seed)
     layout = guest_layout(s.ram, machine=s.machine, firmware=s.firmware, vga_hole=s.vga_hole)
     g = Guest(s, rng, layout, build_memory(layout, seed=s.seed), s.device, s.rfc_offset)

@@ -9,16 +9,23 @@ Scenario keys (a TOML file may put them under ``[scenario]``):
 
 =================  ===========================================================================
 ``seed``           int, default 0
+``arch``           ``"x86_64"`` (default) or ``"aarch64"`` (an arm64 guest on QEMU's ``virt``:
+                   direct kernel boot, no firmware or ACPI, the upstream device or none)
 ``ram``            bytes, or a string such as ``"32M"``/``"16G"`` (default 256 MiB)
-``machine``        ``"q35"`` (default) or ``"pc"``
-``firmware``       ``"seabios"`` (default) or ``"ovmf"``
+``machine``        ``"q35"`` (default) or ``"pc"``; ``"virt"`` for aarch64 (its default)
+``firmware``       ``"seabios"`` (default) or ``"ovmf"``; ``"none"`` for aarch64 (its default)
 ``device``         ``"rfc"`` (default, the seed's device), ``"upstream"`` or ``"none"``
+                   (aarch64: ``"upstream"``, its default, or ``"none"``)
 ``rfc_offset``     40 (default) or 36
 ``vmgenid``        bool; ``vmgenid_guid`` a UUID string (default: from the seed)
 ``kernel``         profile ``"4.9"``, ``"4.19"``, ``"5.10"``, ``"6.1"`` (default), ``"6.9"``, ``"6.12"``
 ``osrelease``      release string (default: the profile's)
 ``kaslr``          bool (default true); ``kaslr_offset``/``phys_base`` ints pin them
-``la57``, ``pti``  5-level paging, page-table isolation (default false)
+``la57``, ``pti``  5-level paging, page-table isolation (default false; aarch64: KPTI, with a
+                   vCPU at EL0 holding ``tramp_pg_dir``)
+``page_size``      aarch64: the granule, 4096 (default), 16384 or 65536
+``va_bits``        aarch64: ``CONFIG_ARM64_VA_BITS``, 48 (default); 39 (4K), 47 (16K), 42 or 52 (64K)
+``byteorder``      aarch64: ``"little"`` (default) or ``"big"`` (a big-endian guest)
 ``cpus``           vCPUs (default 2)
 ``panic``          the kernel panicked: CRASHTIME in the text (forced for ``kexec``); ``crashtime``
 ``log``            messages the guest kernel logs into its printk buffer (default 0: no log); with
@@ -49,7 +56,8 @@ from vmci.errors import UsageError
 from vmci.machine.qemu_devices import RFC_OFFSETS
 from vmci.producer import FORMATS
 
-__all__ = ["FAULT_SPECS", "FORMATS", "STAGES", "FaultSpec", "Scenario", "check_faults", "merge_flags"]
+__all__ = ["ARCHES", "FAULT_SPECS", "FORMATS", "STAGES", "FaultSpec", "Scenario", "check_faults",
+           "merge_flags"]
 
 #: Causes of the panic the guest kernel logs (``panic_cause``; :func:`vmci.producer.printk.panic_log`).
 PANIC_CAUSES = ("sysrq", "null-deref", "oom", "hung-task", "soft-lockup")
@@ -90,6 +98,17 @@ FAULT_SPECS: dict[str, FaultSpec] = {
 }
 
 
+ARCHES = ("x86_64", "aarch64")
+#: the keys whose empty value means "the architecture's default"
+_DEFAULTS = {"x86_64": {"machine": "q35", "firmware": "seabios", "device": "rfc"},
+             "aarch64": {"machine": "virt", "firmware": "none", "device": "upstream"}}
+#: the keys only an aarch64 scenario writes out
+_AARCH64_KEYS = ("arch", "page_size", "va_bits", "byteorder")
+#: faults of the RFC device and of ACPI tables (x86 only)
+_X86_FAULTS = ("rfc-offset-36", "nonzero-suppressor", "suppressor-acpi-header", "bad-acpi-checksum",
+               "missing-ssdt")
+
+
 def check_faults(names: Sequence[str]) -> None:
     """A :class:`UsageError` naming the first unknown fault in ``names``."""
     unknown = [n for n in names if n not in FAULT_SPECS]
@@ -102,10 +121,11 @@ class Scenario:
     """What to build; see the module docstring for every key."""
 
     seed: int = 0
+    arch: str = "x86_64"
     ram: int = 256 << 20
-    machine: str = "q35"
-    firmware: str = "seabios"
-    device: str = "rfc"
+    machine: str = ""  # "": the architecture's default (q35, virt)
+    firmware: str = ""  # "": seabios on x86_64, none on aarch64
+    device: str = ""  # "": rfc on x86_64, upstream on aarch64
     rfc_offset: int = 40
     vmgenid: bool = False
     vmgenid_guid: str | None = None
@@ -133,6 +153,9 @@ class Scenario:
     """Opt-in: the guest kernel's memory map (``mem_section`` and a ``struct page`` per page frame,
     the rest of RAM cut into free, cache, user, slab, hugetlb, poisoned and offline pages), as
     page filtering reads it (:mod:`vmci.producer.mm`)."""
+    page_size: int = 4096
+    va_bits: int = 48
+    byteorder: str = "little"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ram", parse_size(self.ram))
@@ -143,8 +166,20 @@ class Scenario:
         if self.panic_cause not in PANIC_CAUSES:
             raise UsageError(f"panic_cause is one of {', '.join(PANIC_CAUSES)}, not {self.panic_cause!r}")
         check_faults(self.faults)
-        choices = {"machine": ("q35", "pc"), "firmware": ("seabios", "ovmf"),
-                   "device": ("rfc", "upstream", "none"), "image": ("auto", "full", "compact")}
+        if self.arch not in ARCHES:
+            raise UsageError(f"arch is one of {', '.join(ARCHES)}, not {self.arch!r}")
+        for key, default in _DEFAULTS[self.arch].items():
+            if not getattr(self, key):
+                object.__setattr__(self, key, default)
+        if self.arch == "aarch64":
+            self._check_aarch64()
+        elif (self.page_size, self.va_bits, self.byteorder) != (4096, 48, "little"):
+            raise UsageError("page_size, va_bits and byteorder are aarch64 keys (x86_64: 4096, 48, little)")
+        x86 = self.arch == "x86_64"
+        choices = {"machine": ("q35", "pc") if x86 else ("virt",),
+                   "firmware": ("seabios", "ovmf") if x86 else ("none",),
+                   "device": ("rfc", "upstream", "none") if x86 else ("upstream", "none"),
+                   "image": ("auto", "full", "compact")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UsageError(f"{key} is one of {', '.join(allowed)}, not {getattr(self, key)!r}")
@@ -155,6 +190,27 @@ class Scenario:
         version = self.qemu_version
         if not isinstance(version, str) or not all(part.isdigit() for part in version.split(".")):
             raise UsageError(f"qemu_version is a version such as '7.2', not {self.qemu_version!r}")
+
+    def _check_aarch64(self) -> None:
+        from vmci.arch.aarch64.consts import VA_BITS_CHOICES
+
+        shift = self.page_size.bit_length() - 1
+        if self.page_size not in (4096, 16384, 65536):
+            raise UsageError(f"page_size is 4096, 16384 or 65536, not {self.page_size}")
+        allowed = [v for v in VA_BITS_CHOICES[shift] if v != 52 or shift == 16]  # LPA2 (6.9+) not built
+        if self.va_bits not in allowed:
+            raise UsageError(f"va_bits with {self.page_size}-byte pages is one of {allowed}, "
+                             f"not {self.va_bits}")
+        if self.byteorder not in ("little", "big"):
+            raise UsageError(f"byteorder is little or big, not {self.byteorder!r}")
+        if self.la57 or self.vmgenid or self.vga_hole:
+            raise UsageError("la57, vmgenid and vga_hole are x86 keys (no vmgenid on Arm virt)")
+        if self.kernel in ("4.9", "4.19"):
+            raise UsageError("aarch64 guests use a kernel profile of 5.10 or later (the flipped VA layout)")
+        bad = [f for f in self.faults if f in _X86_FAULTS]
+        if bad:
+            raise UsageError(f"fault {bad[0]!r} needs the RFC device or ACPI, which an aarch64 virt "
+                             "guest lacks")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
@@ -192,6 +248,9 @@ class Scenario:
                 del out[key]
         if not self.mem_map:  # opt-in keys appear only when set: earlier truths stay byte-identical
             del out["mem_map"]
+        if self.arch == "x86_64":  # the aarch64 keys: x86 scenarios and truths stay as they were
+            for key in _AARCH64_KEYS:
+                del out[key]
         return out
 
     @property

@@ -124,6 +124,8 @@ def paddr_outside_ram(g: Guest) -> str:
     _needs_device(g, "paddr-outside-ram")
     lay = g.layout
     addr = (lay.below_4g if not lay.above_4g else (1 << 32) + lay.above_4g) + 0x100000
+    if lay.machine == "virt":  # RAM from 1 GiB: past its end
+        addr = max(r.end for r in lay.ranges) + 0x100000
     assert not g.mem.contains(addr)
     g.driver["paddr"] = addr
     return f"the registered note address {addr:#x} is not guest RAM"

@@ -1,4 +1,5 @@
-"""Guest-physical RAM of an x86 QEMU machine, laid out as QEMU's dump writer sees it.
+"""Guest-physical RAM of an x86 QEMU machine (or an Arm ``virt`` one: :func:`virt_layout`), laid
+out as QEMU's dump writer sees it.
 
 QEMU dumps every RAM-backed ``GuestPhysBlock``: after SeaBIOS has programmed the PAM registers the
 legacy areas (0xC0000-0xFFFFF, shadowed ROM and the F-segment) are RAM and merge with the low RAM
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
 from vmci.errors import UsageError
+from vmci.machine.aarch64_virt import VirtRam
 from vmci.machine.x86_pc import FAMILIES, below_4g_size
 
 FOUR_GIB = 1 << 32
@@ -80,6 +82,16 @@ def guest_layout(ram_size: int, *, machine: str = "q35", firmware: str = "seabio
     if rom is not None:
         ranges.append(rom)
     return GuestLayout(machine, ram_size, low, high, rom, vga_hole, tuple(sorted(ranges)))
+
+
+def virt_layout(ram_size: int) -> GuestLayout:
+    """An Arm ``virt`` guest: ``ram_size`` bytes (a multiple of 1 MiB, at least 2 MiB) from 1 GiB
+    (:mod:`vmci.machine.aarch64_virt`), no ROM in the dump (the flash is not RAM)."""
+    if ram_size < (2 << 20) or ram_size % (1 << 20):
+        raise UsageError(f"guest RAM must be a multiple of 1 MiB and at least 2 MiB, not {ram_size:#x}")
+    virt = VirtRam(ram_size)
+    ranges = tuple(Range(start, size) for start, size in virt.ranges())
+    return GuestLayout(virt.family, ram_size, ram_size, 0, None, False, ranges)
 
 
 def bios_image(seed: int = 0) -> dict[int, bytes]:

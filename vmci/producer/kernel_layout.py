@@ -1,6 +1,7 @@
 """The guest Linux kernel's shape, as far as VMCOREINFO and the page tables are concerned: the
-version profiles, the link addresses and struct offsets of a plausible x86_64 build, and
-:class:`KernelLayout` (release, build id, KASLR offset, ``phys_base``, paging mode).
+version profiles, the link addresses and struct offsets of a plausible x86_64 build (and of an
+arm64 one: :data:`AARCH64_LINK`, :data:`AARCH64_VALUES`, measured on Debian's 6.1 arm64 kernel),
+and :class:`KernelLayout` (release, build id, KASLR offset, ``phys_base``, paging mode).
 
 :mod:`vmci.producer.linux` writes the VMCOREINFO text and the kernel's buffers from a layout.
 """
@@ -11,12 +12,14 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from vmci.arch.aarch64.consts import kimage_vaddr, vmemmap_start
+from vmci.arch.aarch64.consts import page_offset as arm64_page_offset
 from vmci.arch.x86_64.consts import PHYSICAL_START, START_KERNEL_MAP
 from vmci.errors import UsageError
 from vmci.kernel.vmcoreinfo import vmcoreinfo_note_size
 
-__all__ = ["DEFAULT_LINK", "DEFAULT_VALUES", "PHYSICAL_START", "PROFILES", "START_KERNEL_MAP", "KernelLayout",
-           "KernelProfile", "profile"]
+__all__ = ["AARCH64_LINK", "AARCH64_VALUES", "DEFAULT_LINK", "DEFAULT_VALUES", "PHYSICAL_START", "PROFILES",
+           "START_KERNEL_MAP", "KernelLayout", "KernelProfile", "profile"]
 
 
 
@@ -198,6 +201,50 @@ DEFAULT_VALUES: dict[str, int] = {
 }
 
 
+#: Kernel-image symbols of an arm64 build as offsets from ``_text`` (Debian's 6.1.0-57-arm64 under
+#: KASLR: each ``SYMBOL()`` of its VMCOREINFO minus ``KIMAGE_VADDR + KERNELOFFSET``; the printk
+#: and kallsyms ones likewise).  :func:`vmci.producer.arm64.image` lays them out in a smaller image.
+AARCH64_LINK: dict[str, int] = {
+    "_text": 0,
+    "_stext": 0x10000,
+    "linux_banner": 0xD000E8,
+    "kallsyms_offsets": 0xEF3C98,
+    "kallsyms_relative_base": 0xF24F18,
+    "kallsyms_num_syms": 0xF24F20,
+    "kallsyms_names": 0xF24F28,
+    "kallsyms_token_table": 0xFE58C8,
+    "kallsyms_token_index": 0xFE5C10,
+    "node_online_map": 0x1CBF568,
+    "prb": 0x1CE8750,
+    "printk_rb_static": 0x1CE8820,
+    "vmap_area_list": 0x1D8C478,
+    "init_uts_ns": 0x1F1C030,
+    "clear_seq": 0x1F82600,
+    "mem_map": 0x1F90000,
+    "contig_page_data": 0x1F90040,
+}
+
+#: SIZE/OFFSET/NUMBER values that differ on that arm64 build (the rest as :data:`DEFAULT_VALUES`).
+AARCH64_VALUES: dict[str, int] = {
+    "LENGTH(mem_section)": 16384,
+    "SIZE(mem_section)": 32,
+    "SIZE(pglist_data)": 11392,
+    "SIZE(zone)": 1728,
+    "SIZE(nodemask_t)": 8,
+    "OFFSET(pglist_data.nr_zones)": 8992,
+    "OFFSET(pglist_data.node_mem_map)": 8992 + 8,
+    "OFFSET(pglist_data.node_start_pfn)": 9000,
+    "OFFSET(pglist_data.node_spanned_pages)": 9016,
+    "OFFSET(pglist_data.node_id)": 9024,
+    "OFFSET(zone.free_area)": 256,
+    "OFFSET(zone.vm_stat)": 1536,
+    "OFFSET(zone.spanned_pages)": 136,
+    "SIZE(printk_ringbuffer)": 88,
+    "OFFSET(printk_ringbuffer.fail)": 80,
+    "NUMBER(KERNELPACMASK)": 0,
+}
+
+
 @dataclass(frozen=True)
 class KernelLayout:
     """What the kernel's VMCOREINFO depends on.  Deterministic: randomness comes from ``seed``."""
@@ -218,12 +265,17 @@ class KernelLayout:
     vmemmap_base: int | None = None
     mem_section_paddr: int = 0x13FFD6000  # where the mem_section root array lives
     extra_lines: Sequence[str] = ()  # appended after the arch keys, each through the 80-byte buffer
+    arch: str = "x86_64"  # or "aarch64": then phys_base is PHYS_OFFSET and the image lies at text_pa
+    va_bits: int = 48  # aarch64: CONFIG_ARM64_VA_BITS
+    text_pa: int = 0x40200000  # aarch64: where _text is loaded (QEMU virt's -kernel address)
 
     def __post_init__(self) -> None:
         if isinstance(self.profile, str):
             object.__setattr__(self, "profile", profile(self.profile))
         if not self.osrelease:
-            object.__setattr__(self, "osrelease", self.profile.osrelease)
+            release = self.profile.osrelease
+            object.__setattr__(self, "osrelease", release.replace("amd64", "arm64") if self.arch == "aarch64"
+                               else release)
         if self.page_size <= 0 or self.page_size & (self.page_size - 1):
             raise UsageError(f"page size {self.page_size} is not a power of two")
         if self.build_id is not None and (len(self.build_id) != 40 or not _is_hex(self.build_id)):
@@ -252,9 +304,16 @@ class KernelLayout:
 
     def link(self, name: str) -> int:
         try:
+            if self.arch == "aarch64":
+                return self.symbols.get(name) or kimage_vaddr(self.va_bits) + AARCH64_LINK[name]
             return self.symbols.get(name) or DEFAULT_LINK[name]
         except KeyError:
             raise UsageError(f"no link address for kernel symbol {name!r}") from None
+
+    @property
+    def kimage_voffset(self) -> int:
+        """arm64: ``VA - PA`` of the image (``KIMAGE_VADDR + KERNELOFFSET - PA(_text)``)."""
+        return (kimage_vaddr(self.va_bits) + self.kaslr_offset - self.text_pa) & (2**64 - 1)
 
     def runtime(self, name: str) -> int:
         """The KASLR-shifted address ``SYMBOL(name)`` shows for an image symbol."""
@@ -262,6 +321,8 @@ class KernelLayout:
 
     def kernel_paddr(self, vaddr: int) -> int:
         """Physical address of a kernel-image virtual address (``__pa_symbol``)."""
+        if self.arch == "aarch64":
+            return (vaddr - self.kimage_voffset) & (2**64 - 1)
         return vaddr - START_KERNEL_MAP + self.phys_base
 
     def value(self, key: str) -> int:
@@ -270,25 +331,39 @@ class KernelLayout:
         if key == "OFFSET(uts_namespace.name)":
             return 0 if self.profile.since(5, 11) else 4  # the kref moved out in 5.11
         if key == "NUMBER(MAX_PHYSMEM_BITS)":
+            if self.arch == "aarch64":
+                return 52 if self.va_bits == 52 else 48
             return 52 if self.pgtable_l5 else 46
+        if key == "NUMBER(SECTION_SIZE_BITS)" and self.arch == "aarch64":
+            return 29 if self.page_size == 65536 else 27
+        if self.arch == "aarch64" and key in AARCH64_VALUES:
+            return AARCH64_VALUES[key]
         return DEFAULT_VALUES[key]
 
     @property
     def direct_map(self) -> int:
+        """The linear-map address of physical 0 (x86_64 ``page_offset_base``; arm64
+        ``PAGE_OFFSET - PHYS_OFFSET``, so that it plus a RAM address is that address's ``__va``)."""
         if self.page_offset_base is not None:
             return self.page_offset_base
+        if self.arch == "aarch64":
+            return (arm64_page_offset(self.va_bits) - self.phys_base) & (2**64 - 1)
         return 0xFF11000000000000 if self.pgtable_l5 else 0xFFFF888000000000
 
     @property
     def vmalloc(self) -> int:
         if self.vmalloc_start is not None:
             return self.vmalloc_start
+        if self.arch == "aarch64":
+            return kimage_vaddr(self.va_bits)  # VMALLOC_START = MODULES_END
         return 0xFFA0000000000000 if self.pgtable_l5 else 0xFFFFC90000000000
 
     @property
     def vmemmap(self) -> int:
         if self.vmemmap_base is not None:
             return self.vmemmap_base
+        if self.arch == "aarch64":
+            return vmemmap_start(self.va_bits, self.page_size.bit_length() - 1)
         return 0xFFD4000000000000 if self.pgtable_l5 else 0xFFFFEA0000000000
 
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from vmci.arch.aarch64.consts import MODULES_VSIZE, kimage_vaddr, vmalloc_end, vmemmap_end, vmemmap_start
 from vmci.core.memory import SparseMemory
 from vmci.errors import UsageError
 from vmci.kernel.vmcoreinfo import KERNEL_LINE_BYTES, build_note
 from vmci.producer.kernel_layout import (
+    AARCH64_LINK,
+    AARCH64_VALUES,
     DEFAULT_LINK,
     DEFAULT_VALUES,
     PHYSICAL_START,
@@ -35,7 +38,8 @@ from vmci.producer.kernel_layout import (
 )
 
 __all__ = [
-    "DEFAULT_LINK", "DEFAULT_VALUES", "PHYSICAL_START", "PROFILES", "START_KERNEL_MAP", "KernelLayout",
+    "AARCH64_LINK", "AARCH64_VALUES", "DEFAULT_LINK", "DEFAULT_VALUES", "PHYSICAL_START", "PROFILES",
+    "START_KERNEL_MAP", "KernelLayout",
     "KernelProfile", "PlacedVmcoreinfo", "VmcoreinfoBuffer", "capture_kernel", "new_utsname", "note_buffer",
     "place_vmcoreinfo", "profile", "vmcoreinfo_text",
 ]
@@ -223,12 +227,40 @@ def _arch_x86_64(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
         b.keyed("NUMBER(sme_mask)", L.value("NUMBER(sme_mask)"))
 
 
+def _arch_aarch64(b: VmcoreinfoBuffer, L: KernelLayout) -> None:
+    """``arch_crash_save_vmcoreinfo()`` for arm64 (``arch/arm64/kernel/crash_core.c``, 6.1;
+    ``vmcore_info.c`` from 6.9): the layout ranges (5.18+), ``kimage_voffset`` and ``PHYS_OFFSET``
+    in ``0x%llx``, ``TCR_EL1_T1SZ`` (5.9+), ``KERNELOFFSET`` bare hex, ``KERNELPACMASK`` (5.7+)."""
+    p = L.profile
+    shift = L.page_size.bit_length() - 1
+    b.append_str(f"NUMBER(VA_BITS)={L.va_bits:d}\n")
+    if p.since(5, 18):
+        modules_end = kimage_vaddr(L.va_bits)
+        b.append_str(f"NUMBER(MODULES_VADDR)=0x{modules_end - MODULES_VSIZE:x}\n")
+        b.append_str(f"NUMBER(MODULES_END)=0x{modules_end:x}\n")
+        if not p.since(6, 9):  # the generic part prints it from 6.9
+            b.append_str(f"NUMBER(VMALLOC_START)=0x{L.vmalloc:x}\n")
+        b.append_str(f"NUMBER(VMALLOC_END)=0x{vmalloc_end(L.va_bits, shift):x}\n")
+        b.append_str(f"NUMBER(VMEMMAP_START)=0x{vmemmap_start(L.va_bits, shift):x}\n")
+        b.append_str(f"NUMBER(VMEMMAP_END)=0x{vmemmap_end(L.va_bits, shift):x}\n")
+    b.append_str(f"NUMBER(kimage_voffset)=0x{L.kimage_voffset:x}\n")
+    b.append_str(f"NUMBER(PHYS_OFFSET)=0x{L.phys_base & (2**64 - 1):x}\n")
+    if p.since(5, 9):
+        b.append_str(f"NUMBER(TCR_EL1_T1SZ)=0x{64 - L.va_bits:x}\n")
+    b.append_str(f"KERNELOFFSET={L.kaslr_offset:x}\n")
+    if p.since(5, 7):
+        b.append_str(f"NUMBER(KERNELPACMASK)=0x{L.value('NUMBER(KERNELPACMASK)'):x}\n")
+
+
 def vmcoreinfo_text(layout: KernelLayout, crashtime: int | None = None) -> bytes:
     """The raw VMCOREINFO text as the kernel builds it at boot; with ``crashtime`` (seconds),
     as ``crash_save_vmcoreinfo()`` leaves it after a panic."""
     b = VmcoreinfoBuffer(layout.vmcoreinfo_bytes)
     _generic(b, layout)
-    _arch_x86_64(b, layout)
+    if layout.arch == "aarch64":
+        _arch_aarch64(b, layout)
+    else:
+        _arch_x86_64(b, layout)
     for line in layout.extra_lines:
         b.append_str(line)
     if crashtime is not None:
@@ -236,9 +268,10 @@ def vmcoreinfo_text(layout: KernelLayout, crashtime: int | None = None) -> bytes
     return bytes(b.data)
 
 
-def note_buffer(text: bytes, note_size: int) -> bytes:
-    """``vmcoreinfo_note``: the note, the 12-byte empty final note, zeros to ``note_size``."""
-    note = build_note(text) + bytes(12)
+def note_buffer(text: bytes, note_size: int, byteorder: str = "little") -> bytes:
+    """``vmcoreinfo_note``: the note, the 12-byte empty final note, zeros to ``note_size`` (the
+    header in the guest's byte order)."""
+    note = build_note(text, byteorder) + bytes(12)
     if len(note) > note_size:
         raise UsageError(f"a {len(text)}-byte text does not fit a {note_size}-byte note buffer")
     return note.ljust(note_size, b"\0")
@@ -247,7 +280,7 @@ def note_buffer(text: bytes, note_size: int) -> bytes:
 def new_utsname(layout: KernelLayout, nodename: str = "debian",
                 version: str = "#1 SMP PREEMPT_DYNAMIC Debian") -> bytes:
     """``struct new_utsname`` (six 65-byte fields) as in ``init_uts_ns.name``."""
-    fields = ("Linux", nodename, layout.osrelease, version, "x86_64", "(none)")
+    fields = ("Linux", nodename, layout.osrelease, version, layout.arch, "(none)")
     return b"".join(f.encode()[:64].ljust(65, b"\0") for f in fields)
 
 
@@ -277,6 +310,7 @@ def place_vmcoreinfo(
     *,
     crashtime: int | None = None,
     write_uts: bool = True,
+    byteorder: str = "little",
 ) -> PlacedVmcoreinfo:
     """Write the kernel's ``vmcoreinfo_note`` and ``vmcoreinfo_data`` buffers into ``mem``.
 
@@ -295,7 +329,7 @@ def place_vmcoreinfo(
         raise UsageError("vmcoreinfo_note and vmcoreinfo_data overlap")
     text = vmcoreinfo_text(layout, crashtime)
     mem.write(data_paddr, text.ljust(layout.vmcoreinfo_bytes, b"\0"))
-    mem.write(note_paddr, note_buffer(text, note_size))
+    mem.write(note_paddr, note_buffer(text, note_size, byteorder))
     uts_paddr = None
     if write_uts:
         uts_vaddr = layout.runtime("init_uts_ns") + layout.value("OFFSET(uts_namespace.name)")

@@ -25,17 +25,18 @@ from vmci.arch.x86_64.cpu import prstatus_desc, qemu_cpu_desc
 from vmci.arch.x86_64.paging import walk
 from vmci.core.dump import CpuState
 from vmci.core.headers import KdumpHeader, Utsname
-from vmci.core.memory import PhysicalMemory
+from vmci.core.memory import PhysicalMemory, RestrictedMemory
 from vmci.errors import FormatError, NotFoundError, UsageError
 from vmci.formats.elf.writer import write_elf
 from vmci.formats.kdump.writer import write_kdump
 from vmci.formats.notes import encode_notes
-from vmci.layouts.elf import EM_X86_64
+from vmci.layouts.elf import EM_AARCH64, EM_X86_64
 from vmci.layouts.fw_cfg import VMCOREINFO_FORMAT_ELF
 from vmci.layouts.note import NOTE_HEADER_SIZE, align4, note_header_struct
 from vmci.machine.qemu_devices import MAX_GUEST_NOTE_SIZE
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice
 
+ARM64_DUMP_PAGE = 1 << 16  # target/arm/arch_dump.c cpu_get_dump_info: the kdump block size
 QEMU_CPU_SIZE = 440  # QEMUCPUState with kernel_gs_base (QEMU 3.0 .. 9.x)
 _NHDR = note_header_struct("little")  # QEMU reads the guest note in the target's order (x86: LE)
 _U64 = (1 << 64) - 1
@@ -152,22 +153,26 @@ def qemu_strtou64(text: str, base: int = 16) -> int:
     return (-value) & _U64 if neg else value
 
 
-def qemu_phys_base(note: GuestNote, *, bug: bool = True, machine: str = "x86_64") -> tuple[int, str]:
+def qemu_phys_base(note: GuestNote, *, bug: bool = True, machine: str = "x86_64",
+                   default: int = 0) -> tuple[int, str]:
     """(``dump_info.phys_base``, how it was obtained) for the kdump sub-header.
 
-    QEMU scans the VMCOREINFO text for the first ``NUMBER(phys_base)=`` line (x86_64) and parses
-    it base 16; with ``bug=False`` it is parsed as the kernel wrote it (signed decimal), as a fixed
-    QEMU would.  Anything else leaves the default 0.
+    QEMU scans the VMCOREINFO text for the first ``NUMBER(phys_base)=`` line (x86_64;
+    ``NUMBER(PHYS_OFFSET)=`` for aarch64, which the kernel prints in hex, so base 16 is right
+    there) and parses it base 16; with ``bug=False`` it is parsed as the kernel wrote it (signed
+    decimal), as a fixed QEMU would.  Anything else leaves ``default``: 0 on x86, the lowest RAM
+    block on Arm (``cpu_get_dump_info``'s guess).
     """
+    stays = f"phys_base stays {default:#x}" if default else "phys_base stays 0"
     if not note.is_vmcoreinfo:
-        return 0, "no VMCOREINFO note: phys_base stays 0"
+        return default, f"no VMCOREINFO note: {stays}"
     prefix = "NUMBER(phys_base)=" if machine == "x86_64" else "NUMBER(PHYS_OFFSET)="
     text = note.desc().split(b"\0", 1)[0].decode("latin-1")
     for line in text.split("\n"):
         if not line.startswith(prefix):
             continue
         value = line[len(prefix):]
-        if not bug:
+        if not bug and machine == "x86_64":
             try:
                 return int(value, 10) & _U64, f"{prefix}{value} parsed as decimal"
             except ValueError:
@@ -175,22 +180,34 @@ def qemu_phys_base(note: GuestNote, *, bug: bool = True, machine: str = "x86_64"
         try:
             return qemu_strtou64(value, 16), f"{prefix}{value} parsed as hexadecimal (QEMU's bug)"
         except StrtoxError as e:
-            return 0, f"Failed to read {prefix} ({e.errno}): phys_base stays 0"
-    return 0, f"no {prefix} line: phys_base stays 0"
+            return default, f"Failed to read {prefix} ({e.errno}): {stays}"
+    return default, f"no {prefix} line: {stays}"
 
 
 # -- notes -----------------------------------------------------------------------------------------
 
 def qemu_notes(cpus: Sequence[CpuState], note: GuestNote | None = None, *,
-               cpu_state_size: int = QEMU_CPU_SIZE) -> bytes:
-    """The PT_NOTE content: all CORE notes, all QEMU notes, then the guest note (x86_64)."""
+               cpu_state_size: int = QEMU_CPU_SIZE, arch: str = "x86_64", byteorder: str = "little") -> bytes:
+    """The PT_NOTE content: all CORE notes, all QEMU notes, then the guest note (x86_64); for
+    aarch64 ``CORE`` NT_PRSTATUS and NT_PRFPREG per vCPU (no ``QEMU`` note), in ``byteorder``."""
+    if arch == "aarch64":
+        from vmci.arch.aarch64.cpu import qemu_cpu_notes
+
+        blob = encode_notes(qemu_cpu_notes(cpus, order=byteorder), byteorder)
+        return blob + (note.data if note is not None and note.data else b"")
     core = [("CORE", 1, prstatus_desc(c, "x86_64")) for c in cpus]
     qemu = [("QEMU", 0, qemu_cpu_desc(c, "x86_64", cpu_state_size)) for c in cpus]
     return encode_notes(core + qemu) + (note.data if note is not None and note.data else b"")
 
 
-def kexec_notes(cpus: Sequence[CpuState], vmcoreinfo_note: bytes) -> bytes:
+def kexec_notes(cpus: Sequence[CpuState], vmcoreinfo_note: bytes, *, arch: str = "x86_64",
+                byteorder: str = "little") -> bytes:
     """``/proc/vmcore``'s merged PT_NOTE: the crash_save_cpu CORE notes, then VMCOREINFO."""
+    if arch == "aarch64":
+        from vmci.arch.aarch64.cpu import prstatus_desc as arm64_prstatus
+
+        core = [("CORE", 1, arm64_prstatus(c, order=byteorder)) for c in cpus]
+        return encode_notes(core, byteorder) + vmcoreinfo_note
     return encode_notes([("CORE", 1, prstatus_desc(c, "x86_64")) for c in cpus]) + vmcoreinfo_note
 
 
@@ -225,11 +242,14 @@ def paging_mappings(mem: PhysicalMemory, cpus: Sequence[CpuState]) -> list[tuple
 
 def write_qemu_elf(out: BinaryIO, mem: PhysicalMemory, notes: bytes, *,
                    mappings: list[tuple[int, int, int]] | None = None,
-                   qemu_version: tuple[int, int] = (7, 2)) -> dict[str, Any]:
-    """An ELF dump as QEMU writes it (7.2+: section headers first and ``e_ehsize`` 8)."""
+                   qemu_version: tuple[int, int] = (7, 2), arch: str = "x86_64",
+                   byteorder: str = "little") -> dict[str, Any]:
+    """An ELF dump as QEMU writes it (7.2+: section headers first and ``e_ehsize`` 8); an aarch64
+    one is ``EM_AARCH64`` in the guest's byte order (``SCTLR_EL1.EE``)."""
     new = qemu_version >= (7, 2)
-    return write_elf(out, mem, notes, machine=EM_X86_64, style="qemu", section_headers_first=new,
-                     ehsize_quirk=new, mappings=mappings)
+    machine = EM_AARCH64 if arch == "aarch64" else EM_X86_64
+    return write_elf(out, mem, notes, machine=machine, style="qemu", section_headers_first=new,
+                     ehsize_quirk=new, mappings=mappings, little=byteorder == "little")
 
 
 def vmcoreinfo_span(notes: bytes, note: GuestNote) -> tuple[int, int] | None:
@@ -243,11 +263,27 @@ def vmcoreinfo_span(notes: bytes, note: GuestNote) -> tuple[int, int] | None:
 
 def write_qemu_kdump(out: BinaryIO, mem: PhysicalMemory, notes: bytes, note: GuestNote, *,
                      nr_cpus: int, compression: str = "zlib", flattened: bool = True,
-                     phys_base_bug: bool = True) -> dict[str, Any]:
-    """A kdump-compressed dump as QEMU writes it (``kdump-*`` flattened, ``kdump-raw-*`` not)."""
-    phys_base, why = qemu_phys_base(note, bug=phys_base_bug)
-    header = KdumpHeader(header_version=6, utsname=Utsname(machine="x86_64"), phys_base=phys_base,
-                         dump_level=1, nr_cpus=nr_cpus, tv_sec=0, tv_usec=0, compression=compression)
+                     phys_base_bug: bool = True, arch: str = "x86_64",
+                     byteorder: str = "little") -> dict[str, Any]:
+    """A kdump-compressed dump as QEMU writes it (``kdump-*`` flattened, ``kdump-raw-*`` not).
+
+    For aarch64: ``utsname.machine`` ``Unknown`` (``ELF_MACHINE_UNAME`` is defined for x86 and
+    s390x only), 64 KiB blocks whatever the guest's page size (``cpu_get_dump_info``: "aarch64
+    max pagesize"), ``phys_base`` from ``NUMBER(PHYS_OFFSET)`` (else the lowest RAM block), the
+    header in the guest's byte order."""
+    if arch == "aarch64":
+        default = mem.ranges[0].start if mem.ranges else 0
+        phys_base, why = qemu_phys_base(note, machine="aarch64", default=default)
+        view = RestrictedMemory(mem, mem.ranges)
+        view.page_size = ARM64_DUMP_PAGE
+        header = KdumpHeader(header_version=6, utsname=Utsname(machine="Unknown"), phys_base=phys_base,
+                             dump_level=1, nr_cpus=nr_cpus, tv_sec=0, tv_usec=0, compression=compression,
+                             byte_order=byteorder)
+        mem = view
+    else:
+        phys_base, why = qemu_phys_base(note, bug=phys_base_bug)
+        header = KdumpHeader(header_version=6, utsname=Utsname(machine="x86_64"), phys_base=phys_base,
+                             dump_level=1, nr_cpus=nr_cpus, tv_sec=0, tv_usec=0, compression=compression)
     facts = write_kdump(out, mem, notes, header, flattened=flattened,
                         vmcoreinfo_span=vmcoreinfo_span(notes, note))
     facts["phys_base"] = phys_base
@@ -256,8 +292,10 @@ def write_qemu_kdump(out: BinaryIO, mem: PhysicalMemory, notes: bytes, note: Gue
 
 
 def write_kexec_vmcore(out: BinaryIO, mem: PhysicalMemory, notes: bytes, *, direct_map: int,
-                       kernel_load: tuple[int, int, int] | None = None) -> dict[str, Any]:
+                       kernel_load: tuple[int, int, int] | None = None, arch: str = "x86_64",
+                       byteorder: str = "little") -> dict[str, Any]:
     """``/proc/vmcore`` as a kdump kernel exports it: PT_NOTE, the kernel-text PT_LOAD kexec-tools
-    adds, then System RAM at its direct-map addresses."""
-    return write_elf(out, mem, notes, machine=EM_X86_64, style="kexec", direct_map=direct_map,
-                     extra_loads=[kernel_load] if kernel_load else [])
+    adds, then System RAM at its direct-map (arm64: linear-map) addresses."""
+    return write_elf(out, mem, notes, machine=EM_AARCH64 if arch == "aarch64" else EM_X86_64, style="kexec",
+                     direct_map=direct_map, extra_loads=[kernel_load] if kernel_load else [],
+                     little=byteorder == "little")

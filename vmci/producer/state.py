@@ -12,6 +12,7 @@ from vmci.core.dump import CpuState
 from vmci.core.memory import Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.producer.acpi_tables import AcpiBuild
+from vmci.producer.allocator import PageAllocator
 from vmci.producer.config import Scenario
 from vmci.producer.devices import RfcVmcoreinfoDevice, UpstreamVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import FirmwareResult, PublishedAcpi
@@ -21,6 +22,7 @@ from vmci.producer.kernel_layout import KernelLayout
 from vmci.producer.linux import PlacedVmcoreinfo
 from vmci.producer.mm import MemMapTruth
 from vmci.producer.pagetables import KernelTables
+from vmci.producer.pagetables_arm64 import Arm64KernelTables
 from vmci.producer.printk import PrintkTruth
 
 __all__ = ["Guest", "VmcoreinfoDevice"]
@@ -53,7 +55,8 @@ class Guest:
     # guest Linux
     kernel: KernelLayout | None = None
     image: dict[str, int] = field(default_factory=dict)
-    tables: KernelTables | None = None
+    tables: KernelTables | None = None  # x86_64
+    arm_tables: Arm64KernelTables | None = None  # aarch64
     placed_vmcoreinfo: PlacedVmcoreinfo | None = None
     stale: PlacedVmcoreinfo | None = None
     crashkernel: Range | None = None
@@ -66,6 +69,8 @@ class Guest:
     mem_map: MemMapTruth | None = None  # the kernel's struct page arrays (Scenario.mem_map)
     faults: list[dict[str, str]] = field(default_factory=list)
     printk: PrintkTruth | None = None  # what the guest kernel logged (scenario ``log``)
+    # the guest kernel's page allocator after boot (free RAM for what runs later, e.g. its log)
+    alloc: PageAllocator | None = None
 
     @property
     def placed(self) -> PlacedVmcoreinfo:

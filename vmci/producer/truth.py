@@ -57,7 +57,7 @@ def expected_findings(g: Guest, fmt: str, dump: dict[str, Any]) -> dict[str, dic
     kind = g.device_kind
     blob = g.vmcoreinfo_device.address if isinstance(g.vmcoreinfo_device, RfcVmcoreinfoDevice) else 0
     ssdt_ok = kind == "rfc" and not names & {"missing-ssdt", "bad-acpi-checksum"}
-    has_notes = fmt != "raw"
+    has_notes = fmt not in ("raw", "migration")
     in_ram = "wrong-note-name" not in names and "vmcoreinfo-lost" not in names
     out: dict[str, dict[str, Any]] = {
         "elf-note": {"applicable": has_notes,
@@ -93,12 +93,13 @@ def acpi_truth(acpi: PublishedAcpi | None) -> dict[str, Any]:
 def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> dict[str, Any]:
     """The truth sidecar's content for ``g`` written as ``fmt`` (``dump``: the writer's facts)."""
     s, k, t, fw = g.scenario, g.kernel, g.tables, g.firmware
-    assert k is not None and t is not None and fw is not None and g.acpi is not None and g.banner is not None
+    assert k is not None and g.banner is not None
     placed = g.placed
     uts_off = k.value("OFFSET(uts_namespace.name)")
     dev = g.vmcoreinfo_device
     device: dict[str, Any] = {"kind": g.device_kind}
     if isinstance(dev, RfcVmcoreinfoDevice):
+        assert fw is not None  # the RFC device's page is a firmware allocation
         page = fw.allocations[RfcVmcoreinfoDevice.FILE].address
         device.update({"rfc_offset": dev.offset, "page": page, "vcia": page, "blob": dev.address,
                        "addr_blob": bytes(dev.addr_le).hex(), "content_addr": g.driver_dest,
@@ -109,6 +110,7 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
                        "has_vmcoreinfo": dev.has_vmcoreinfo})
     vmgenid = None
     if g.vmgenid_device is not None:
+        assert fw is not None
         vg = g.vmgenid_device
         page = fw.allocations[VmgenidDevice.FILE].address
         vmgenid = {"guid": str(vg.guid), "page": page, "vgia": page, "guid_addr": vg.address,
@@ -121,36 +123,55 @@ def truth_data(g: Guest, fmt: str, compression: str, dump: dict[str, Any]) -> di
                 "osrelease": p.layout.osrelease, "kaslr_offset": p.layout.kaslr_offset,
                 "phys_base": p.layout.phys_base, "uts_paddr": p.uts_paddr}
 
-    out = {
+    kernel: dict[str, Any] = {
+        "profile": k.profile.name, "osrelease": k.osrelease, "build_id": k.build_id_hex,
+        "image": s.image_kind, "kaslr_offset": k.kaslr_offset, "phys_base": k.phys_base}
+    a = g.arm_tables
+    if a is not None:  # aarch64: phys_base is PHYS_OFFSET; the image is placed by kimage_voffset
+        kernel.update({
+            "text_va": a.text_va, "text_pa": a.text_pa, "stext_va": a.stext_va, "image_size": a.image.size,
+            "kimage_voffset": a.kimage_voffset, "phys_offset": a.phys_offset, "page_size": 1 << a.page_shift,
+            "va_bits": a.va_bits, "byteorder": a.byteorder, "kpti": s.pti, "page_offset": a.page_offset,
+            "swapper_pg_dir": a.kernel_virt(a.swapper_pg_dir), "pgd_paddr": a.swapper_pg_dir,
+            "tramp_pg_dir_paddr": a.tramp_pg_dir, "module_va": a.module_va})
+        cpus = [{"index": c.index, "pc": c.regs["pc"], "sp": c.regs["sp"], "pstate": c.regs["pstate"],
+                 "ttbr1_el1": c.regs.get("ttbr1_el1"), "tcr_el1": c.regs.get("tcr_el1")} for c in g.cpus]
+    else:
+        assert t is not None
+        kernel.update({
+            "text_va": t.text_va, "text_pa": t.text_pa, "image_size": t.image_size, "la57": t.la57,
+            "pti": t.user_pgd is not None, "page_offset": t.page_offset,
+            "swapper_pg_dir": t.swapper_pg_dir, "pgd_paddr": t.pgd})
+        cpus = [{"index": c.index, "cr0": c.cr0, "cr3": c.cr3, "cr4": c.cr4, "rip": c.regs["rip"],
+                 "gdt_base": c.gdt_base, "idt_base": c.idt_base} for c in g.cpus]
+    kernel.update({
+        "init_uts_ns": k.runtime("init_uts_ns"),
+        "uts_release_vaddr": k.runtime("init_uts_ns") + uts_off + 130, "uts_paddr": placed.uts_paddr,
+        "linux_banner": g.banner[0], "linux_banner_paddr": g.banner[1],
+        "linux_banner_text": g.banner[2].decode()})
+    if t is not None:
+        kernel["idt"] = t.idt_va
+    kernel["crashkernel"] = [g.crashkernel.start, g.crashkernel.size] if g.crashkernel else None
+    out: dict[str, Any] = {
         "schema": 1,
         "generator": "vmci generate",
         "format": fmt,
         "compression": compression if fmt.startswith("kdump") else None,
         "scenario": s.to_dict(),
         "ram": g.layout.to_dict(),
-        "kernel": {
-            "profile": k.profile.name, "osrelease": k.osrelease, "build_id": k.build_id_hex,
-            "image": s.image_kind, "kaslr_offset": k.kaslr_offset, "phys_base": k.phys_base,
-            "text_va": t.text_va, "text_pa": t.text_pa, "image_size": t.image_size, "la57": t.la57,
-            "pti": t.user_pgd is not None, "page_offset": t.page_offset,
-            "swapper_pg_dir": t.swapper_pg_dir, "pgd_paddr": t.pgd, "init_uts_ns": k.runtime("init_uts_ns"),
-            "uts_release_vaddr": k.runtime("init_uts_ns") + uts_off + 130, "uts_paddr": placed.uts_paddr,
-            "linux_banner": g.banner[0], "linux_banner_paddr": g.banner[1],
-            "linux_banner_text": g.banner[2].decode(), "idt": t.idt_va,
-            "crashkernel": [g.crashkernel.start, g.crashkernel.size] if g.crashkernel else None,
-        },
+        "kernel": kernel,
         "vmcoreinfo": placed_dict(placed),
         "stale_note": placed_dict(g.stale) if g.stale else None,
-        "cpus": [{"index": c.index, "cr0": c.cr0, "cr3": c.cr3, "cr4": c.cr4, "rip": c.regs["rip"],
-                  "gdt_base": c.gdt_base, "idt_base": c.idt_base} for c in g.cpus],
+        "cpus": cpus,
         "cr3s": sorted({c.cr3 for c in g.cpus if c.cr3 is not None}),
         "acpi": acpi_truth(g.acpi_tables),
         "device": device,
         "vmgenid": vmgenid,
-        "firmware": {"flavor": s.firmware,
-                     "allocations": {n: {"address": a.address, "size": a.size, "opaque": a.opaque}
-                                     for n, a in fw.allocations.items()},
-                     "installed": [[sig, a] for sig, a in fw.installed], "log": fw.log},
+        "firmware": None if fw is None else {
+            "flavor": s.firmware,
+            "allocations": {n: {"address": a.address, "size": a.size, "opaque": a.opaque}
+                            for n, a in fw.allocations.items()},
+            "installed": [[sig, a] for sig, a in fw.installed], "log": fw.log},
         "dump": dump,
         "expected": expected_findings(g, fmt, dump),
         "faults": g.faults,

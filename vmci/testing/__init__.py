@@ -1,7 +1,8 @@
 """Test support for vmci and for other projects that need real or synthetic VM memory dumps.
 
-Real dumps: :mod:`vmci.testing.qemu` boots a Debian kernel under ``qemu-system-x86_64`` and takes
-ELF, paging ELF, kdump and migration-stream dumps of it from one stopped moment.
+Real dumps: :mod:`vmci.testing.qemu` boots a Debian kernel under ``qemu-system-x86_64`` (or its arm64
+kernel under ``qemu-system-aarch64 -machine virt``) and takes ELF, paging ELF, kdump and
+migration-stream dumps of it from one stopped moment.
 
 Synthetic dumps: this module is a pytest plugin (entry point ``pytest11 = vmci.testing``, active
 whenever vmci is installed) with two fixtures:
@@ -14,7 +15,10 @@ whenever vmci is installed) with two fixtures:
     dump into the test's ``tmp_path`` and returns ``(path, truth)``; ``truth`` is a
     :class:`vmci.producer.scenario.Truth` (``truth["vmcoreinfo"]["note_paddr"]``,
     ``truth.addr_blob``, ``truth.expected("acpi")``, ...).  A ``scenario=`` keyword takes a
-    ready :class:`Scenario` instead of keys.
+    ready :class:`Scenario` instead of keys.  ``arch="aarch64"`` gives an arm64 guest on QEMU's
+    ``virt`` (``page_size``, ``va_bits``, ``byteorder``, ``pti`` for KPTI; formats ``elf``,
+    ``kdump``, ``kdump-flat``, ``migration``...), e.g. ``vmci_dump("kdump", arch="aarch64",
+    page_size=65536, va_bits=52)``.
 
 Example::
 

@@ -24,12 +24,15 @@ class X86_64Arch(Arch):
     name = "x86_64"
     machines = ("x86_64", "amd64")
     elf_machines = (EM_X86_64,)
+    prstatus_size = 336
     pointer_size = 8
     byteorders = ("little",)
     page_size = C.PAGE_SIZE
     page_sizes = (C.PAGE_SIZE,)
     vmcoreinfo_keys = C.VMCOREINFO_KEYS
     vmcoreinfo_markers = C.VMCOREINFO_MARKERS
+    phys_base_key = "phys_base"
+    kaslr_keys = ("KERNELOFFSET", "NUMBER(phys_base)")
     kernel = KernelConstants(image_start=C.START_KERNEL_MAP, image_end=C.KTEXT_END, text_link=C.DEFAULT_TEXT,
                              physical_start=C.PHYSICAL_START, physical_align=C.PHYSICAL_ALIGN)
     drgn_arch = "X86_64"
@@ -70,6 +73,11 @@ class X86_64Arch(Arch):
 
         la57 = bool(keys.number("pgtable_l5_enabled"))
         return page_tables(pa, la57=la57, mask=keys.number("sme_mask") or 0)
+
+    def image_offset(self, keys: KernelKeys) -> int | None:
+        """``__START_KERNEL_map - NUMBER(phys_base)``."""
+        pb = keys.number("phys_base")
+        return None if pb is None else (C.START_KERNEL_MAP - pb) & ((1 << 64) - 1)
 
     def lookup(self, memory: PhysicalMemory, tables: PageTables, va: int) -> Mapping:
         from vmci.arch.x86_64.paging import lookup

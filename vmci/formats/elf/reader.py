@@ -266,8 +266,15 @@ def read_elf(src: Source, path: Path, *, container: str = "") -> Dump:
     layout = elf_layout(bits, little)
     if header["e_type"] != "ET_CORE":
         raise FormatError(f"ELF file is {header['e_type']}, not a core dump", field="e_type", offset=16)
-    machine_num = EM_BY_NAME.get(header["e_machine"], -1)
-    arch = MACHINES.get(machine_num, str(header["e_machine"]).removeprefix("EM_").lower())
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    from vmci.arch import by_elf_machine
+
+    em = header["e_machine"]
+    machine_num = em if isinstance(em, int) else EM_BY_NAME.get(em, ENUM_E_MACHINE.get(em, -1))
+    registered = by_elf_machine(machine_num)
+    arch = registered.name if registered is not None else MACHINES.get(
+        machine_num, str(em).removeprefix("EM_").lower())
     quirks: list[str] = []
     warnings: list[str] = []
     ehsize = layout.ehdr.sizeof()

@@ -38,10 +38,19 @@ def read_kdump(src: Source, path: Path, *, container: str = "") -> Dump:
     if converted is not None:
         header = replace(header, converted=converted)
     info.header = header
-    from vmci.arch import canonical_name, default_arch
+    from vmci.arch import canonical_name, guess, lookup
 
-    machine = header.utsname.machine or default_arch(8 if header.abi == "lp64" else 4).name
-    arch = canonical_name(machine)
+    machine = header.utsname.machine
+    arch = canonical_name(machine) if machine else ""
+    if not machine or lookup(machine) is None:
+        # QEMU names only x86 (and s390x) machines and writes "Unknown" elsewhere (dump/dump.c
+        # ELF_MACHINE_UNAME); older QEMUs wrote nothing: the notes and the text tell
+        keys = {ln.partition(b"=")[0].decode("ascii", "replace")
+                for ln in (header.vmcoreinfo_text or b"").split(b"\n") if b"=" in ln}
+        sizes = {len(n.desc) for n in notes if n.name == "CORE" and n.type == 1}
+        found = guess(prstatus_sizes=sizes, vmcoreinfo_keys=keys,
+                      pointer_size=None if machine else (8 if header.abi == "lp64" else 4))
+        arch = found.name if found is not None else (machine or "unknown")
     return Dump(
         path=path,
         format="kdump" if not container else f"kdump-{container}",

@@ -1,7 +1,10 @@
 """vCPU registers from the ``cpu`` device sections of a QEMU migration stream.
 
 Each ``cpu`` section (instance id = vCPU index) holds ``vmstate_x86_cpu``: general registers,
-segments, GDTR/IDTR, control registers, then optional subsections.  The field offsets come from
+segments, GDTR/IDTR, control registers, then optional subsections; or, for an Arm target,
+``vmstate_arm_cpu``: x0..x31 (x31 the current SP), pc, PSTATE (``cpsr``) and the system
+registers by KVM register ID (``TTBR1_EL1``, ``TCR_EL1``, ``SCTLR_EL1``, ...: what QEMU's dumps
+lack).  The field offsets come from
 the stream's own VM description; a stream without one (``suppress-vmdesc``) is decoded only when
 the section is version 12 and sized like QEMU's x86_64 layout (:mod:`vmci.layouts.migration_cpu`).
 Anything else leaves the vCPU out, with a warning.
@@ -21,6 +24,16 @@ from vmci.formats.migration.stream import StreamIndex
 from vmci.formats.source import Source
 from vmci.layouts.migration import QEMU_VM_SUBSECTION
 from vmci.layouts.migration_cpu import (
+    AARCH64_PC,
+    AARCH64_REQUIRED,
+    AARCH64_XREGS,
+    ARM64_SYSREGS,
+    ARM_CPREG_INDEXES,
+    ARM_CPREG_LEN,
+    ARM_CPREG_VALUES,
+    ARM_CPSR,
+    ARM_POWER_STATE,
+    ARM_SP_EL,
     CPU_IDSTR,
     CPU_VERSION,
     CR,
@@ -39,6 +52,7 @@ from vmci.layouts.migration_cpu import (
     X86_64_CPU_STATE,
     X86_64_CPU_STATE_SIZE,
     VmstateDescriptionError,
+    arm64_sysreg_id,
     vmstate_struct,
 )
 
@@ -62,8 +76,49 @@ def _instance(desc: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) else -1
 
 
+def _u32(value: Any) -> int:
+    """A 4-byte field vmci parses as bytes (QEMU's ``cpsr`` type), big-endian as vmstate sends it."""
+    return int.from_bytes(value, "big") if isinstance(value, bytes | bytearray) else int(value)
+
+
+def aarch64_cpu_from_values(v: Mapping[str, Any], index: int, source: str = SOURCE) -> CpuState:
+    """A :class:`CpuState` from the parsed fields of an Arm ``cpu`` section of an AArch64 vCPU:
+    ``x0``..``x30``, ``sp``, ``pc``, ``pstate``, ``sp_el0``/``sp_el1`` and the system registers
+    of :data:`~vmci.layouts.migration_cpu.ARM64_SYSREGS` (``mmu`` from ``SCTLR_EL1.M``)."""
+    missing = [n for n in AARCH64_REQUIRED if n not in v]
+    if missing:
+        raise CpuSectionError(f"its description lacks {', '.join(missing)}")
+    xregs = list(v[AARCH64_XREGS])
+    if len(xregs) != 32 or not all(isinstance(x, int) for x in xregs):
+        raise CpuSectionError(f"{AARCH64_XREGS} has {len(xregs)} registers, expected 32")
+    regs = {f"x{i}": xregs[i] for i in range(31)}
+    regs["sp"], regs["pc"], regs["pstate"] = xregs[31], int(v[AARCH64_PC]), _u32(v[ARM_CPSR])
+    sp_el = v.get(ARM_SP_EL)
+    if isinstance(sp_el, list) and len(sp_el) >= 2:
+        regs["sp_el0"], regs["sp_el1"] = int(sp_el[0]), int(sp_el[1])
+    cpregs: dict[int, int] = {}
+    n = v.get(ARM_CPREG_LEN)
+    idx, val = v.get(ARM_CPREG_INDEXES), v.get(ARM_CPREG_VALUES)
+    if isinstance(n, int) and isinstance(idx, list) and isinstance(val, list):
+        cpregs = dict(zip(idx[:max(n, 0)], val[:max(n, 0)], strict=False))
+    for name, enc in ARM64_SYSREGS.items():
+        value = cpregs.get(arm64_sysreg_id(*enc))
+        if isinstance(value, int):
+            regs[name] = value
+    cpu = CpuState(index=index, regs=regs, sources=[source])
+    if "sctlr_el1" in regs:
+        cpu.mmu = bool(regs["sctlr_el1"] & 1)
+    off = v.get(ARM_POWER_STATE)
+    if isinstance(off, bytes | bytearray) and any(off):
+        cpu.warnings.append("the vCPU is powered off (PSCI)")
+    return cpu
+
+
 def cpu_from_values(v: Mapping[str, Any], index: int, source: str = SOURCE) -> CpuState:
-    """A :class:`CpuState` from the parsed fields of one ``cpu`` section."""
+    """A :class:`CpuState` from the parsed fields of one ``cpu`` section (x86, or Arm when the
+    fields name ``env.xregs``)."""
+    if AARCH64_XREGS in v:
+        return aarch64_cpu_from_values(v, index, source)
     missing = [n for n in REQUIRED if n not in v]
     if missing:
         raise CpuSectionError(f"its description lacks {', '.join(missing)}")

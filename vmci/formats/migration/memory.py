@@ -1,7 +1,9 @@
 """Guest-physical memory of a migration stream: RAMBlocks mapped where the machine maps them.
 
 For x86 ``pc`` and ``q35`` machines (:mod:`vmci.machine.x86_pc`) ``pc.ram`` is split at the
-machine's below-4G size and ``pc.bios`` ends at 4 GiB; other blocks (ACPI ROM blobs, option ROMs)
+machine's below-4G size and ``pc.bios`` ends at 4 GiB; for Arm ``virt`` machines
+(:mod:`vmci.machine.aarch64_virt`) ``mach-virt.ram`` starts at 1 GiB (the flash is not RAM and stays
+by name, as QEMU's dump writer leaves it out); other blocks (ACPI ROM blobs, option ROMs)
 are only available by name through :meth:`MigrationMemory.block`.  Reads are views into the file,
 found through each block's page index (:mod:`.ram`).
 """
@@ -17,7 +19,8 @@ from vmci.errors import ExcludedPageError, NotFoundError
 from vmci.formats.migration.ram import ABSENT, ZERO_PAGE, RamBlock
 from vmci.formats.migration.stream import StreamIndex
 from vmci.formats.source import Source
-from vmci.machine.x86_pc import BIOS_BLOCK, FOUR_GIB, RAM_BLOCK, bios_rom_start, machine_family, ram_split
+from vmci.machine import aarch64_virt, machine_family
+from vmci.machine.x86_pc import BIOS_BLOCK, FOUR_GIB, RAM_BLOCK, bios_rom_start, ram_split
 
 JOIN_LIMIT = 64  # pages joined into one extent (fewer calls for scans)
 
@@ -172,9 +175,17 @@ def layout_memory(src: Source, stream: StreamIndex) -> MemoryLayout:
     maps: list[BlockMap] = []
     below: int | None = None
     ram = stream.blocks.get(RAM_BLOCK)
-    if ram is not None and family is None and stream.machine is None:
-        family, guessed = "q35", True
-    if ram is not None and family is not None:
+    virt_ram = stream.blocks.get(aarch64_virt.RAM_BLOCK)
+    if family is None and stream.machine is None:
+        if ram is not None:
+            family, guessed = "q35", True
+        elif virt_ram is not None:
+            family, guessed = aarch64_virt.FAMILY, True
+    if family == aarch64_virt.FAMILY and virt_ram is not None:
+        if guessed:
+            warnings.append(f"machine type not in the stream; guest-physical layout assumes {family}")
+        maps.append(BlockMap(aarch64_virt.VIRT_MEM, virt_ram.size, virt_ram, 0))
+    elif ram is not None and family in ("q35", "pc"):
         if guessed:
             warnings.append(f"machine type not in the stream; guest-physical layout assumes {family}")
         split = ram_split(family, ram.size, machine=stream.machine)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vmci.arch.aarch64.consts import SCTLR_EE
 from vmci.core.dump import Dump
 from vmci.core.saved_state import MigrationHeader, SavedDevices, SavedState
 from vmci.formats.migration.cpu import cpus_from_stream
@@ -54,6 +55,7 @@ def read_migration(src: Source, path: Path, *, start: int = 0, container: str = 
     stream = index_stream(src, start)
     layout = layout_memory(src, stream)
     cpus, cpu_warnings = cpus_from_stream(src, stream)
+    big = any(c.regs.get("sctlr_el1", 0) & SCTLR_EE for c in cpus)  # an arm64 guest's EL1 data order
     saved = SavedState(migration_header(stream, layout, start))
     machine = stream.machine or "unknown machine"
     return Dump(
@@ -63,6 +65,7 @@ def read_migration(src: Source, path: Path, *, start: int = 0, container: str = 
         + (f" in a {container}" if container else ""),
         memory=layout.memory,
         arch=arch_of(layout.family),
+        byte_order="big" if big else "little",
         cpus=cpus,
         header=saved,
         warnings=stream.warnings + list(layout.warnings) + cpu_warnings,

@@ -1,7 +1,8 @@
 """Write QEMU migration streams (``QEVM`` v3) for a :class:`~vmci.core.memory.SparseMemory` guest
 (:func:`vmci.formats.libvirt.write_libvirt` wraps one in a libvirt save image).
 
-The stream is shaped like the one QEMU 7.2 writes for a stopped x86 guest: header,
+The stream is shaped like the one QEMU 7.2 writes for a stopped x86 guest (or an Arm ``virt``
+one: ``mach-virt.ram`` from 1 GiB, ``machine="virt-7.2"``): header,
 CONFIGURATION (machine type), the ``ram`` section in START (MEM_SIZE block list), PART
 iterations (PAGE / ZERO records, later iterations re-sending pages) and END, a few device
 sections (FULL), ``QEMU_VM_EOF`` and the JSON VM description.  Every structure is built from the
@@ -51,6 +52,8 @@ from vmci.layouts.migration import (
     VmdescHeader,
     VmgenidSection,
 )
+from vmci.machine.aarch64_virt import VIRT_MEM, VirtRam
+from vmci.machine.aarch64_virt import machine_family as virt_family
 from vmci.machine.qemu_devices import VMCOREINFO, VMGENID
 from vmci.machine.x86_pc import (
     BIOS_BLOCK,
@@ -162,11 +165,18 @@ def _pieces(memory: SparseMemory) -> tuple[list[Range], Range | None]:
     return [r for r in cut if r not in rom], (rom[0] if rom else None)
 
 
-def _ram_layout(memory: SparseMemory, machine: str) -> RamSplit:
-    """``memory``'s RAM as ``pc.ram`` of a ``machine``: refused unless the machine lays it out so."""
+def _ram_layout(memory: SparseMemory, machine: str) -> RamSplit | VirtRam:
+    """``memory``'s RAM as ``pc.ram`` of a ``machine`` (or ``mach-virt.ram`` of an Arm ``virt``
+    machine): refused unless the machine lays it out so."""
     family, _ = machine_family(machine)
     if family is None:
-        raise UsageError(f"machine type {machine!r} is not an x86 pc or q35 machine")
+        if virt_family(machine)[0] is not None:
+            have = [(r.start, r.size) for r in memory.ranges]
+            virt = VirtRam(sum(r.size for r in memory.ranges))
+            if have != virt.ranges():
+                raise UsageError(f"guest RAM {have} is not a virt machine's (one range from {VIRT_MEM:#x})")
+            return virt
+        raise UsageError(f"machine type {machine!r} is not an x86 pc or q35 machine or an Arm virt machine")
     ram, _ = _pieces(memory)
     split = ram_split(family, sum(r.size for r in ram), machine=machine)
     want = [(0, split.below_4g)] + ([(FOUR_GIB, split.above_4g)] if split.above_4g else [])
@@ -216,11 +226,12 @@ def write_migration(
     """
     ps = PAGE_SIZE
     split = _ram_layout(memory, machine)
+    ram_block = split.block if isinstance(split, VirtRam) else RAM_BLOCK
     roms = dict(roms or {})
     _, rom = _pieces(memory)
-    if rom is not None and BIOS_BLOCK not in roms:
+    if rom is not None and BIOS_BLOCK not in roms and not isinstance(split, VirtRam):
         roms[BIOS_BLOCK] = memory.read(rom.start, rom.size, zero_fill=True)
-    blocks: dict[str, bytes | None] = {RAM_BLOCK: None}
+    blocks: dict[str, bytes | None] = {ram_block: None}
     for name, data in (roms or {}).items():
         blocks[name] = bytes(data) + bytes(-len(data) % ps)
     sizes = {name: split.ram_size if data is None else len(data) for name, data in blocks.items()}
@@ -290,7 +301,7 @@ def write_migration(
     # iteration 2: the stale pages again, now with the guest's content
     if stale_pages:
         w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_PART, "section_id": sid}))
-        send(RAM_BLOCK, ((offset, memory.read(split.gpa(offset), ps)) for offset in sorted(resent)))
+        send(ram_block, ((offset, memory.read(split.gpa(offset), ps)) for offset in sorted(resent)))
         w.record(0, RAM_SAVE_FLAG_EOS)
         w.footer(sid)
     w.put(SectionHeaderPart.build({"type": QEMU_VM_SECTION_END, "section_id": sid}))
