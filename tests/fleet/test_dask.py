@@ -128,3 +128,36 @@ def test_killing_a_worker_loses_no_dump(fleet: Fleet, cluster: Cluster, tmp_path
     assert not bad, bad
     kaslr = fleet.truth["noteless-lzo.kdump"]["kernel"]["kaslr_offset"]
     assert {r["kerneloffset"] for r in recs.values()} == {kaslr}
+
+
+def test_losing_every_worker_ends_the_run(fleet: Fleet, cluster: Cluster, tmp_path: Path) -> None:
+    """With no worker left a scheduler keeps tasks pending for ever: after --worker-wait seconds
+    the dumps not yet done are recorded as failed (each exactly once) and the run ends."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        os.link(fleet.dumps / "noteless-lzo.kdump", many / f"guest-{i:02}.kdump")
+    cmd = [sys.executable, "-m", "vmci.cli", "triage", str(many), "--dask", cluster.address,
+           "--worker-wait", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=vmci_env(), text=True)
+    try:
+        assert proc.stdout is not None
+        first = [proc.stdout.readline() for _ in range(2)]  # the run is under way
+        for worker in cluster.workers:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+        started = time.monotonic()
+        rest, err = proc.communicate(timeout=60)
+        ended = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    lines = ("".join(first) + rest).splitlines()
+    recs = records_of("".join(first) + rest)
+    assert len(lines) == 40 and sorted(recs) == sorted(p.name for p in many.iterdir()), err
+    lost = {k for k, r in recs.items() if r["error_class"] is not None}
+    assert lost, "every dump finished before the workers were killed: the test proved nothing"
+    assert {recs[k]["error_class"] for k in lost} <= {"NoWorkerError", "KilledWorker"}
+    assert any(recs[k]["error_class"] == "NoWorkerError" for k in lost)
+    assert proc.returncode == 1 and ended < 45

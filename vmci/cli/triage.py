@@ -93,6 +93,9 @@ def triage(
                                                        "prefix into the path the workers see "
                                                        "(repeatable; records keep the given path).")]
     = None,
+    worker_wait: Annotated[float, typer.Option("--worker-wait", min=0, help="With --dask: seconds the "
+                                               "cluster may have no worker before the dumps not yet "
+                                               "done are recorded as failed.")] = 60.0,
     resume: Annotated[Path | None, typer.Option("--resume", help="Skip dumps this JSON Lines file "
                                                 "already records (same path, size and mtime).")] = None,
     summary: SummaryOpt = False,
@@ -115,7 +118,8 @@ def triage(
         if jobs is not None and jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {jobs}")
         quiet = quiet or settings.quiet
-        config = RunConfig(jobs=jobs, dask=dask, path_map=parse_path_map(path_map or []))
+        config = RunConfig(jobs=jobs, dask=dask, path_map=parse_path_map(path_map or []),
+                           worker_wait=worker_wait)
         options = TriageOptions(format=format, raw_base=parse_int(raw_base, "--raw-base"))
         work = plan(paths, recursive=recursive, resume=resume)
         if work.skipped and not quiet:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -54,6 +56,13 @@ class RunConfig:
     dask: str | None = None
     path_map: tuple[tuple[str, str], ...] = ()
     connect_timeout: float = 30.0
+    #: Seconds a Dask cluster may have no worker before the dumps not yet done are recorded as
+    #: failed (a scheduler keeps tasks pending while it waits for workers, which would never end).
+    worker_wait: float = 60.0
+
+
+class NoWorkerError(RuntimeError):
+    """The Dask cluster lost every worker (or its scheduler) and none came back in time."""
 
 
 @dataclass
@@ -227,6 +236,30 @@ def _processes(paths: Sequence[str], opts: TriageOptions, cfg: RunConfig, jobs: 
             yield failure_record(p, e)
 
 
+#: How often (seconds) a Dask run that is waiting asks the scheduler how many workers it has.
+WORKER_POLL = 1.0
+#: Seconds to fetch a finished task's record; longer means its worker died with it and Dask is
+#: recomputing it elsewhere, so the task goes back among those awaited.
+RESULT_WAIT = 5.0
+
+
+class _QuietAbandonedGather(logging.Filter):
+    """Drops asyncio's report of the gather that :data:`RESULT_WAIT` abandoned (distributed's
+    ``AllExit``): the task is awaited again, so the traceback would only alarm the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and type(exc).__name__ == "AllExit")
+
+
+def _workers(client: Any) -> int:
+    """The scheduler's worker count; 0 when the scheduler cannot be asked (it is gone too)."""
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # OSError, TimeoutError, CommClosedError: no scheduler, so no worker
+        return 0
+
+
 def _dask(paths: Sequence[str], opts: TriageOptions, cfg: RunConfig) -> Iterator[TriageRecord]:
     try:
         import dask
@@ -235,6 +268,9 @@ def _dask(paths: Sequence[str], opts: TriageOptions, cfg: RunConfig) -> Iterator
     except ImportError:
         raise UsageError(DASK_HINT) from None
     cluster: Any = None
+    asyncio_log = logging.getLogger("asyncio")  # kept for the process: the report comes at exit
+    if not any(isinstance(f, _QuietAbandonedGather) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_QuietAbandonedGather())
     # A task whose worker dies is rescheduled; the second loss marks it failed (KilledWorker).
     # This sets the scheduler it starts; a remote scheduler takes it from its own config, e.g.
     # DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=1.
@@ -253,18 +289,49 @@ def _dask(paths: Sequence[str], opts: TriageOptions, cfg: RunConfig) -> Iterator
         mapped = [map_path(p, cfg.path_map) for p in paths]
         futures = client.map(triage_task, mapped, [opts] * len(paths), list(paths), retries=1, pure=False)
         where = {f.key: p for f, p in zip(futures, paths, strict=True)}
-        for fut in dask_completed(futures):
-            p = where[fut.key]
-            if fut.status == "finished":
+        pending = dict(zip((f.key for f in futures), futures, strict=True))
+        done = dask_completed(futures)
+        idle_since: float | None = None
+        next_check = 0.0
+        while not done.is_empty():
+            if not done.has_ready():
+                now = time.monotonic()
+                if now >= next_check:  # a cluster without workers keeps tasks pending for ever
+                    next_check = now + WORKER_POLL
+                    idle_since = None if _workers(client) else (idle_since or now)
+                    if idle_since is not None and now - idle_since >= cfg.worker_wait:
+                        err = NoWorkerError(f"no Dask worker for {cfg.worker_wait:g} s: not triaged")
+                        for key, fut in pending.items():
+                            fut.cancel()
+                            yield failure_record(where[key], err)
+                        return
+                time.sleep(0.05)
+                continue
+            for fut in done.next_batch(block=False):
+                p = where[fut.key]
+                pending.pop(fut.key, None)
+                if fut.status == "finished":
+                    try:
+                        data = fut.result(timeout=RESULT_WAIT)
+                    except TimeoutError:  # its worker died before the transfer: Dask recomputes it
+                        pending[fut.key] = fut
+                        done.add(fut)
+                        continue
+                    except Exception as e:
+                        yield failure_record(p, e)
+                        continue
+                    yield _record(data)
+                    continue
+                if fut.status not in ("error", "cancelled"):  # lost with its worker and pending again
+                    pending[fut.key] = fut
+                    done.add(fut)
+                    continue
                 try:
-                    yield _record(fut.result())
-                    continue
-                except Exception as e:  # lost between completion and transfer
-                    yield failure_record(p, e)
-                    continue
-            exc = fut.exception()
-            yield failure_record(p, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
-            fut.release()
+                    exc = fut.exception(timeout=RESULT_WAIT)
+                except Exception as e:  # a cancelled task's exception() raises CancelledError
+                    exc = e
+                yield failure_record(p, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
+                fut.release()
     finally:
         client.close()
         if cluster is not None:
