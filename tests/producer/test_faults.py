@@ -192,3 +192,14 @@ def test_vmcoreinfo_lost(tmp_path) -> None:
     assert d.memory.read(note, 4096) == bytes(4096) and d.memory.read(data, 4096) == bytes(4096)
     assert not t.expected("memory-scan")["found"] and t.expected("memory-scan")["notes_in_ram"] == []
     assert t["faults"][0]["stage"] == "after-boot"
+
+
+@pytest.mark.parametrize("device", ["rfc", "upstream"])
+def test_vmcoreinfo_lost_with_a_device(tmp_path, device) -> None:
+    """QEMU still appends the zeroed note (a 12-byte nameless one), which carries no text: no
+    strategy can find one, whatever the device points at."""
+    t, d = dump(tmp_path, device=device, faults=["vmcoreinfo-lost"])
+    note = t["dump"]["guest_note"]
+    assert note["appended"] and note["name"] == "" and note["data"] == 12
+    assert not any(e["found"] for e in t["expected"].values()), t["expected"]
+    assert t.expected("address-blob" if device == "rfc" else "fw-cfg-record")["applicable"]
