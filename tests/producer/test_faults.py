@@ -203,3 +203,4 @@ def test_vmcoreinfo_lost_with_a_device(tmp_path, device) -> None:
     assert note["appended"] and note["name"] == "" and note["data"] == 12
     assert not any(e["found"] for e in t["expected"].values()), t["expected"]
     assert t.expected("address-blob" if device == "rfc" else "fw-cfg-record")["applicable"]
+    assert d.memory.read(t["vmcoreinfo"]["note_paddr"], 12) == bytes(12)
