@@ -1,10 +1,14 @@
 """``vmci convert`` on generated arm64 guests (QEMU ``virt``, every granule): the converted kdump is
-in the guest's pages and carries the kernel's ``PHYS_OFFSET``, and Debian's libkdumpfile opens it.
+in the guest's pages, carries the kernel's ``PHYS_OFFSET``, leaves out the pages makedumpfile's
+dump level drops, and Debian's libkdumpfile opens it.
 
 Oracles: the producer's guest (its ``SparseMemory`` is the truth of every byte, its kernel layout
-of ``PHYS_OFFSET``, ``PAGESIZE`` and ``init_uts_ns``) and libkdumpfile 0.5.1 (``/usr/bin/python3``,
-Debian's ``python3-libkdumpfile``): its own arm64 translation (``addrxlat``, from
-``swapper_pg_dir`` and ``kimage_voffset``) reads ``init_uts_ns`` through ``KDUMP_KVADDR``.
+of ``PHYS_OFFSET``, ``PAGESIZE`` and ``init_uts_ns``, its memory map (``Scenario.mem_map``: the
+``struct page`` arrays at arm64's ``vmemmap``) the truth of every page class) and libkdumpfile
+0.5.1 (``/usr/bin/python3``, Debian's ``python3-libkdumpfile``): it reads the pages and says which
+are excluded, and its own arm64 translation (``addrxlat``, from ``swapper_pg_dir`` and
+``kimage_voffset``) reads ``init_uts_ns`` through ``KDUMP_KVADDR``.  makedumpfile cannot be the
+oracle of the page classes: Debian amd64 builds it for x86_64 only.
 
 QEMU writes arm64 kdump files in 64 KiB blocks and its ELF files in 4 KiB pages whatever the
 guest's granule; libkdumpfile counts a kdump file's PFNs in the VMCOREINFO's ``PAGESIZE`` (QEMU's
@@ -25,6 +29,7 @@ from conftest import need_libkdumpfile
 
 from vmci.convert import convert
 from vmci.core.headers import KdumpHeader
+from vmci.core.memory import Range
 from vmci.formats import open_dump
 from vmci.producer.build import build
 from vmci.producer.config import Scenario
@@ -38,11 +43,17 @@ GEOMETRIES = [(4096, 48), (4096, 39), (16384, 47), (65536, 42), (65536, 52)]
 LKF = r"""
 import hashlib, json, sys, kdumpfile
 path, uts, pages = sys.argv[1], int(sys.argv[2], 16), json.loads(sys.argv[3])
+lo, hi = int(sys.argv[4], 16), int(sys.argv[5], 16)
 k = kdumpfile.kdumpfile(path)
 k.attr["addrxlat.ostype"] = "linux"
 out = {"arch": str(k.attr["arch.name"]), "page_size": int(k.attr["arch.page_size"]),
-       "release": str(k.attr["linux.uts.release"]), "pages": {}}
+       "release": str(k.attr["linux.uts.release"]), "pages": {}, "missing": []}
 ps = out["page_size"]
+for pa in range(lo, hi, ps):
+    try:
+        k.read(kdumpfile.KDUMP_KPHYSADDR, pa, ps)
+    except kdumpfile.exceptions.NoDataException:
+        out["missing"].append(pa // ps)
 for pa in pages:
     try:
         out["pages"][str(pa)] = hashlib.sha1(k.read(kdumpfile.KDUMP_KPHYSADDR, pa, ps)).hexdigest()
@@ -58,17 +69,17 @@ json.dump(out, sys.stdout)
 
 def _guest(page_size: int, va_bits: int, tmp_path: Path, fmt: str) -> tuple[Guest, Path]:
     g = build(Scenario(arch="aarch64", ram="64M", seed=page_size + va_bits, page_size=page_size,
-                       va_bits=va_bits))
+                       va_bits=va_bits, mem_map=True))
     path = tmp_path / f"guest.{fmt}"
     with path.open("wb") as f:
         write_dump(g, f, fmt)
     return g, path
 
 
-def _lkf(path: Path, uts: int, pages: list[int]) -> dict[str, Any]:
+def _lkf(path: Path, uts: int, pages: list[int], ram: Range) -> dict[str, Any]:
     py = need_libkdumpfile()
-    r = subprocess.run([py, "-c", LKF, str(path), f"{uts:x}", json.dumps(pages)], capture_output=True,
-                       text=True, timeout=120)
+    args = [str(path), f"{uts:x}", json.dumps(pages), f"{ram.start:x}", f"{ram.end:x}"]
+    r = subprocess.run([py, "-c", LKF, *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return dict(json.loads(r.stdout))
 
@@ -105,20 +116,26 @@ def test_libkdumpfile_opens_the_converted_arm64_kdump(tmp_path: Path, page_size:
     g, src = _guest(page_size, va_bits, tmp_path, fmt)
     assert g.kernel is not None and g.arm_tables is not None
     out = tmp_path / "out.kdump"
-    convert(src, out, level=0, compress="zlib")
+    result = convert(src, out, level=31, compress="zlib")
+    assert result.warnings == []
     ram = g.mem.ranges[0]
+    assert g.mem_map is not None and g.mem_map.page_size == page_size
+    excluded = g.mem_map.excluded(30)  # the producer's plan: every class but zero pages (kept shared)
     with open_dump(out) as d:  # the kernel's pages: block_size and PFNs in PAGESIZE units
         h = d.header
         assert isinstance(h, KdumpHeader)
         assert h.block_size == page_size and h.max_mapnr == ram.end // page_size
         assert h.utsname.machine == "aarch64"
     rng = random.Random(page_size)
-    written = sorted({pa - pa % page_size for pa, _ in g.mem.data_chunks()} - {0})
-    picks = sorted(set(rng.sample(written, min(40, len(written))))
-                   | {ram.start, ram.end - page_size, g.kernel.text_pa})
+    written = sorted({pa - pa % page_size for pa, _ in g.mem.data_chunks()}
+                     - {pfn * page_size for pfn in excluded})
+    picks = sorted(pa for pa in set(rng.sample(written, min(40, len(written))))
+                   | {ram.start, ram.end - page_size, g.kernel.text_pa} if pa // page_size not in excluded)
     uts = g.kernel.runtime("init_uts_ns") + g.kernel.value("OFFSET(uts_namespace.name)") + 65 * 2
-    got = _lkf(out, uts, picks)
+    got = _lkf(out, uts, picks, ram)
     assert (got["arch"], got["page_size"]) == ("aarch64", page_size)
     assert got["release"] == g.kernel.osrelease
     assert got["pages"] == {str(pa): _sha1(g.mem.read(pa, page_size)) for pa in picks}
     assert got["uts"] == g.kernel.osrelease  # libkdumpfile's own arm64 page-table walk
+    assert set(got["missing"]) == excluded and len(excluded) > 500
+    assert sum(result.excluded.values()) == len(excluded)

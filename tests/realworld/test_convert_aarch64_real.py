@@ -18,15 +18,15 @@ Oracles, none of them vmci's reader:
 Page filtering (dump levels 2/4/8/16 read ``struct page``): makedumpfile in Debian amd64 is built
 for x86_64 only (1.7.2 on a converted arm64 kdump: "vtop4_x86_64: Can't get the symbol of
 init_level4_pgt/init_top_pgt", then "check_release: Can't get the address of system_utsname"), so
-it cannot be the oracle here as it is for x86 (``test_convert_real.py``).  The excluded pages are checked for plausibility against the
-guest's facts instead: never a page of the kernel's text ("Kernel code" of ``/proc/iomem``) or of its
-data ("Kernel data", which holds the static printk buffer) but the boot page tables the kernel
-frees, never the page of the VMCOREINFO note or the pages where QEMU's ELF holds the console's
-first lines inside the kernel's data; the free pages fit in ``MemTotal``; the ELF and
-the kdump-zlib source (the same stopped VM) give the same set; and each ``struct page`` array is
-where arm64 puts it (``vmemmap = VMEMMAP_START - (memstart_addr >> PAGE_SHIFT)``,
-``arch/arm64/include/asm/memory.h``), from the kernel's own ``NUMBER(VMEMMAP_START)`` and
-``NUMBER(PHYS_OFFSET)``.
+it cannot be the oracle here as it is for x86 (``test_convert_real.py``).  The excluded pages are
+checked for plausibility against the guest's facts instead: never a page of the kernel's text
+("Kernel code" of ``/proc/iomem``) or of its data ("Kernel data", which holds the static printk
+buffer) but the boot page tables the kernel frees, never the page of the VMCOREINFO note or the
+pages where QEMU's ELF holds the console's first lines inside the kernel's data; the free pages fit
+in ``MemTotal``; the ELF and the kdump-zlib source (the same stopped VM) give the same set; and
+each ``struct page`` array is where arm64 puts it
+(``vmemmap = VMEMMAP_START - (memstart_addr >> PAGE_SHIFT)``, ``arch/arm64/include/asm/memory.h``),
+from the kernel's own ``NUMBER(VMEMMAP_START)`` and ``NUMBER(PHYS_OFFSET)``.
 """
 
 from __future__ import annotations
