@@ -152,9 +152,10 @@ def _convert(d: Dump, paths: list[Path], *, to: str, compress: str, level: int, 
     prep = prepare(d, vmcoreinfo=vmcoreinfo, progress=phase("vmcoreinfo"))
     if to in ("elf", "kexec-elf") and isinstance(d.header, ElfHeader):
         prep.repairs += [f"ELF: {q}; written as the System V ABI has it" for q in d.header.quirks]
-    ps = d.memory.page_size
-    nbits = max((-(-r.end // ps) for r in d.memory.ranges), default=0)
-    exclusion = struct_page_exclusion(prep.kmem, d.memory, level, nbits=nbits, progress=phase("struct page"))
+    memory = prep.pages  # in the kernel's pages (QEMU's arm64 kdump counts 64 KiB blocks)
+    ps = memory.page_size
+    nbits = max((-(-r.end // ps) for r in memory.ranges), default=0)
+    exclusion = struct_page_exclusion(prep.kmem, memory, level, nbits=nbits, progress=phase("struct page"))
     record = ConversionRecord(
         tool=f"vmci {__version__}", source_format=d.format, source=d.path.name, target=to, dump_level=level,
         vmcoreinfo_source=prep.vmcoreinfo_source, arch=prep.arch.name, phys_base=prep.phys_base,

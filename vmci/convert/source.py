@@ -12,13 +12,14 @@ all from the kernel's own words.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from vmci.arch import Arch, for_vmcoreinfo, lookup
 from vmci.core.dump import Dump
 from vmci.core.headers import CONVERSION_NOTE_NAME, ElfHeader, KdumpHeader, Utsname
+from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run
 from vmci.errors import VmciError
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VmcoreInfo
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 _UTS_LEN = 65
+#: the page sizes a converted dump may take from the kernel (x86's 4 KiB to hexagon's 256 KiB)
+MIN_PAGE, MAX_PAGE = 1 << 12, 1 << 18
 _NOTE_VMCOREINFO = VMCOREINFO_NOTE_NAME.decode()
 
 
@@ -48,10 +51,81 @@ class Prepared:
     """Notes of the source that are neither CPU state nor VMCOREINFO, kept as they were."""
     repairs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    memory: PhysicalMemory | None = None
+    """The source's memory in the guest's pages (:func:`guest_pages`); set by :func:`prepare`."""
 
     @property
     def byteorder(self) -> str:
         return self.dump.byte_order
+
+    @property
+    def pages(self) -> PhysicalMemory:
+        """The memory the writers copy, page by page of the guest kernel's size."""
+        return self.memory if self.memory is not None else self.dump.memory
+
+
+class GuestPages(PhysicalMemory):
+    """``memory`` counted in pages of ``page_size`` bytes: the same bytes, the guest kernel's PFNs.
+
+    A converted dump is in the kernel's pages, as makedumpfile writes it (``block_size`` = the
+    kernel's ``PAGESIZE``): libkdumpfile and drgn take the VMCOREINFO's ``PAGESIZE`` as the unit of
+    a kdump file's bitmaps and descriptors whatever ``block_size`` says, and ``struct page`` is
+    one per kernel page.  QEMU's arm64 kdump files count 64 KiB blocks (``dump/dump.c``, the
+    target's maximum page size) and its ELF files 4 KiB pages, whatever the guest's granule.
+    """
+
+    def __init__(self, memory: PhysicalMemory, page_size: int) -> None:
+        self.memory = memory
+        self.page_size = page_size
+
+    @property
+    def ranges(self) -> Sequence[Range]:
+        return self.memory.ranges
+
+    def extent(self, paddr: int, limit: int) -> Extent:
+        return self.memory.extent(paddr, limit)
+
+    def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        return self.memory.runs(start, end)
+
+    def chunks(self, start: int = 0, end: int | None = None,
+               max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        return self.memory.chunks(start, end, max_size)
+
+    def data_chunks(self, start: int = 0, end: int | None = None,
+                    max_size: int = 1 << 20) -> Iterator[tuple[int, Buffer]]:
+        return self.memory.data_chunks(start, end, max_size)
+
+    def page_runs(self) -> Iterator[tuple[int, int]]:
+        """The source's runs of whole pages, recounted: a guest page is kept when every byte of
+        it is in one of them (from the source's own map, no page decompressed)."""
+        src, ps = self.memory.page_size, self.page_size
+        lo = hi = -1
+        for a, b in self.memory.page_runs():
+            na, nb = -(-a * src // ps), b * src // ps
+            if nb <= na:
+                continue
+            if na <= hi:
+                hi = max(hi, nb)
+                continue
+            if hi > lo:
+                yield lo, hi
+            lo, hi = na, nb
+        if hi > lo:
+            yield lo, hi
+
+    def release(self, paddr: int, n: int) -> None:
+        self.memory.release(paddr, n)
+
+
+def guest_pages(dump: Dump, page_size: int | None) -> PhysicalMemory:
+    """``dump.memory`` in pages of ``page_size`` (the kernel's), itself when they agree or the size
+    is no granule a kernel uses (4 KiB to 256 KiB, a power of two)."""
+    mem = dump.memory
+    if not page_size or page_size == mem.page_size or page_size & (page_size - 1) \
+            or not MIN_PAGE <= page_size <= MAX_PAGE:
+        return mem
+    return GuestPages(mem, page_size)
 
 
 def choose_vmcoreinfo(dump: Dump, *, given: bytes | None = None,
@@ -107,8 +181,9 @@ def prepare(dump: Dump, *, vmcoreinfo: bytes | None = None, progress: Progress |
     if dump.saved_state is not None:
         repairs.append(f"memory and vCPU state read from a saved VM ({dump.description}): no dump tool "
                        "but vmci reads that format")
+    page_size = kmem.page_size if kmem is not None else (text.pagesize if text is not None else None)
     return Prepared(dump, arch, text, source, kmem, phys_base, uts, cpu_notes, other, repairs,
-                    warnings + list(dump.warnings))
+                    warnings + list(dump.warnings), guest_pages(dump, page_size))
 
 
 def _arch(dump: Dump, text: VmcoreInfo | None, repairs: list[str]) -> Arch:
@@ -143,9 +218,11 @@ def _phys_base_repair(dump: Dump, phys_base: int | None, repairs: list[str]) -> 
     if not isinstance(h, KdumpHeader) or h.phys_base is None or phys_base is None:
         return
     stored = h.phys_base_signed
-    if stored == phys_base:
-        return
     mask = (1 << h.ulong_bits) - 1
+    if (phys_base - h.phys_base) & mask == 0:
+        # the same word: arm64's PHYS_OFFSET (memstart_addr, an s64) is negative when KASLR moves the
+        # linear map, and the kernel prints it unsigned (NUMBER(PHYS_OFFSET)=0x%llx)
+        return
     why = ""
     try:
         if int(str(phys_base), 16) & mask == h.phys_base:
@@ -233,4 +310,4 @@ def _cpu_notes(dump: Dump, arch: Arch, repairs: list[str],
     return notes
 
 
-__all__ = ["Prepared", "choose_vmcoreinfo", "prepare"]
+__all__ = ["GuestPages", "Prepared", "choose_vmcoreinfo", "guest_pages", "prepare"]

@@ -77,16 +77,16 @@ def write_elf_file(prep: Prepared, out: BinaryIO, notes_blob: bytes, *, kexec: b
     machine = arch.elf_machines[0] if arch.elf_machines else 0
     common: dict[str, Any] = dict(machine=machine, bits=8 * arch.pointer_size,
                                   little=prep.byteorder == "little", exclude=exclusion.bitmap,
-                                  progress=progress, align=prep.dump.memory.page_size)
+                                  progress=progress, align=prep.pages.page_size)
     if not kexec:
-        facts = write_elf(out, prep.dump.memory, notes_blob, style="qemu", section_headers_first=False,
+        facts = write_elf(out, prep.pages, notes_blob, style="qemu", section_headers_first=False,
                           **common)
     else:
         image = kernel_image_load(prep)
-        facts = write_elf(out, prep.dump.memory, notes_blob, style="kexec", direct_map=direct_map_base(prep),
+        facts = write_elf(out, prep.pages, notes_blob, style="kexec", direct_map=direct_map_base(prep),
                           extra_loads=[image] if image else [], **common)
         facts["kernel_image_load"] = image
-    facts["dumpable_pages"] = facts["memory_bytes"] // prep.dump.memory.page_size
+    facts["dumpable_pages"] = facts["memory_bytes"] // prep.pages.page_size
     return facts
 
 

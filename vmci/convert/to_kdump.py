@@ -45,7 +45,7 @@ def split_points(prep: Prepared, exclusion: Exclusion, parts: int, nbits: int) -
     if parts < 1:
         raise UsageError(f"--split needs at least 1 file, not {parts}")
     keep = PfnBitmap(nbits)
-    for lo, hi in prep.dump.memory.page_runs():
+    for lo, hi in prep.pages.page_runs():
         set_bits(keep.bits, lo, min(hi, nbits))
     clear_masked(keep.bits, exclusion.bitmap.bits)
     per_byte = np.unpackbits(np.frombuffer(bytes(keep.bits), dtype=np.uint8)).reshape(-1, 8).sum(axis=1)
@@ -65,7 +65,7 @@ def write_kdump_files(prep: Prepared, outs: list[BinaryIO], notes_blob: bytes, *
     """Write one kdump file per ``outs`` (several: a split set); returns what each writer reported."""
     header = kdump_header(prep, compression=compression, level=level)
     span = find_desc(notes_blob, "VMCOREINFO", prep.byteorder)
-    memory = prep.dump.memory
+    memory = prep.pages
     nbits = exclusion.bitmap.nbits
     facts: list[dict[str, Any]] = []
     if len(outs) == 1:

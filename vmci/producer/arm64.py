@@ -45,6 +45,7 @@ from vmci.producer.fw_cfg import FwCfg, dma_write_file
 from vmci.producer.guest import build_memory, virt_layout
 from vmci.producer.kernel_layout import AARCH64_LINK, KernelLayout, profile
 from vmci.producer.linux import place_vmcoreinfo
+from vmci.producer.mm import PageBlock, fill_pages, plan_pages, write_mem_map
 from vmci.producer.pagetables_arm64 import Arm64Image, build_arm64_kernel_tables
 from vmci.producer.state import Guest
 
@@ -142,8 +143,33 @@ def build_aarch64(s: Scenario) -> Guest:
             rec = FwCfgVmcoreinfo.build({"host_format": 0, "guest_format": d["guest_format"],
                                          "size": d["size"], "paddr": d["paddr"]})
             dma_write_file(g.fw_cfg, g.mem, scratch, UpstreamVmcoreinfoDevice.FILE, 0, rec)
+    if s.mem_map:
+        _memory_map(g, alloc)
     fault_mod.apply(g, "after-boot")
     return g
+
+
+def _memory_map(g: Guest, alloc: PageAllocator) -> None:
+    """The kernel's memory map (``Scenario.mem_map``): ``mem_section`` and the ``struct page``
+    arrays at arm64's ``vmemmap``, mapped in ``swapper_pg_dir``, then the rest of RAM given out as
+    free, cache, user, slab, ... pages of the guest's granule (:mod:`vmci.producer.mm`)."""
+    s, tables, kernel = g.scenario, g.arm_tables, g.kernel
+    assert tables is not None and kernel is not None
+    page = s.page_size
+
+    def map_range(va: int, pa: int, size: int, max_page: int) -> None:
+        tables.builder.map_range(tables.root, va, pa, size, max_page=max_page, xn=True)
+
+    def take(size: int, align: int, what: str) -> int:
+        return alloc.take(size, align, what=what)
+
+    def plan() -> list[PageBlock]:
+        return plan_pages(alloc.free, g.rng, page_size=page)
+
+    g.mem_map = write_mem_map(g.mem, kernel, map_range, take, g.layout.ram_ranges(), plan,
+                              byteorder=s.byteorder)
+    tables.flush()
+    fill_pages(g.mem, g.mem_map.blocks, g.rng, page)
 
 
 def _boot_linux(g: Guest, alloc: PageAllocator) -> None:

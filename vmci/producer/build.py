@@ -168,7 +168,13 @@ def _memory_map(g: Guest, alloc: PageAllocator) -> None:
     def take(size: int, align: int, what: str) -> int:
         return alloc.take(size, align, what=what)
 
-    g.mem_map = write_mem_map(g.mem, g.kernel, g.tables, take, g.layout.ram_ranges(), plan)
+    tables = g.tables
+
+    def map_range(va: int, pa: int, size: int, max_page: int) -> None:
+        tables.builder.map_range(tables.pgd, va, pa, size, max_page=max_page, nx=True)
+
+    g.mem_map = write_mem_map(g.mem, g.kernel, map_range, take, g.layout.ram_ranges(), plan)
+    tables.flush()
     fill_pages(g.mem, g.mem_map.blocks, g.rng)
 
 

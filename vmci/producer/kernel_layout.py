@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from vmci.arch.aarch64.consts import kimage_vaddr, vmemmap_start
 from vmci.arch.aarch64.consts import page_offset as arm64_page_offset
+from vmci.arch.aarch64.consts import vmemmap as arm64_vmemmap
 from vmci.arch.x86_64.consts import PHYSICAL_START, START_KERNEL_MAP
 from vmci.errors import UsageError
 from vmci.kernel.vmcoreinfo import vmcoreinfo_note_size
@@ -336,6 +337,11 @@ class KernelLayout:
             return 52 if self.pgtable_l5 else 46
         if key == "NUMBER(SECTION_SIZE_BITS)" and self.arch == "aarch64":
             return 29 if self.page_size == 65536 else 27
+        if key == "LENGTH(mem_section)" and self.arch == "aarch64":
+            # NR_SECTION_ROOTS = NR_MEM_SECTIONS / SECTIONS_PER_ROOT, the latter PAGE_SIZE /
+            # sizeof(struct mem_section) (include/linux/mmzone.h): it follows the granule
+            sections = 1 << (self.value("NUMBER(MAX_PHYSMEM_BITS)") - self.value("NUMBER(SECTION_SIZE_BITS)"))
+            return -(-sections // (self.page_size // self.value("SIZE(mem_section)")))
         if self.arch == "aarch64" and key in AARCH64_VALUES:
             return AARCH64_VALUES[key]
         return DEFAULT_VALUES[key]
@@ -365,6 +371,16 @@ class KernelLayout:
         if self.arch == "aarch64":
             return vmemmap_start(self.va_bits, self.page_size.bit_length() - 1)
         return 0xFFD4000000000000 if self.pgtable_l5 else 0xFFFFEA0000000000
+
+    @property
+    def mem_map_base(self) -> int:
+        """The kernel's ``vmemmap`` pointer, the ``struct page`` of PFN 0 (the encoded
+        ``section_mem_map`` of every section): x86_64's ``vmemmap_base``; arm64 offsets
+        ``VMEMMAP_START`` by ``PHYS_OFFSET``'s PFN."""
+        if self.arch == "aarch64" and self.vmemmap_base is None:
+            return arm64_vmemmap(self.va_bits, self.page_size.bit_length() - 1, self.phys_base & (2**64 - 1),
+                                 self.value("SIZE(page)"))
+        return self.vmemmap
 
 
 def _is_hex(s: str) -> bool:

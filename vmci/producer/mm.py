@@ -1,7 +1,9 @@
 """The guest kernel's memory map: a ``struct page`` for every page frame, as the page allocator,
 the page cache, anonymous memory, THP, hugetlbfs, slab, memory failure and ballooning leave it,
 in the layout of the kernel profile, reached through ``mem_section`` (SPARSEMEM_EXTREME +
-VMEMMAP, as x86_64 builds it: ``sparse_init``, ``__populate_section_memmap``).
+VMEMMAP, as x86_64 and arm64 build it: ``sparse_init``, ``__populate_section_memmap``; arm64's
+``vmemmap`` is ``VMEMMAP_START`` offset by ``PHYS_OFFSET``'s PFN, and a PFN counts the guest's
+granule).
 
 What each kind of page looks like (``include/linux/page-flags.h``, ``mm_types.h`` of each era):
 
@@ -36,9 +38,9 @@ from typing import Any
 from vmci.core.memory import PAGE_SIZE, Range, SparseMemory
 from vmci.errors import UsageError
 from vmci.producer.kernel_layout import KernelLayout
-from vmci.producer.pagetables import KernelTables
 
 MB2 = 2 << 20
+_U64 = (1 << 64) - 1
 #: every kind of page the plan knows, with the dump-level bits that drop it (0: never; -1: always)
 KINDS: dict[str, int] = {
     "kernel": 0, "slab": 0, "free": 16, "cache": 2 | 4, "cache_private": 4, "anon": 8, "swapcache": 8,
@@ -84,6 +86,8 @@ class MemMapTruth:
     hwpoison: bool = True
     offline: bool = True
     """Whether the kernel exports what identifies offline pages (``PAGE_OFFLINE_MAPCOUNT_VALUE``)."""
+    page_size: int = PAGE_SIZE
+    """The guest's page: PFNs count it."""
 
     def excluded(self, level: int) -> set[int]:
         """The PFNs makedumpfile's dump level ``level`` drops, from the plan (zero pages aside)."""
@@ -98,8 +102,11 @@ class MemMapTruth:
         counts: dict[str, int] = {}
         for b in self.blocks:
             counts[b.kind] = counts.get(b.kind, 0) + (1 << b.order)
-        return {"vmemmap": self.vmemmap, "sections": self.sections, "pages_by_kind": counts,
-                "struct_pages": [[r.start, r.size] for r in self.struct_pages]}
+        out: dict[str, Any] = {"vmemmap": self.vmemmap, "sections": self.sections, "pages_by_kind": counts,
+                               "struct_pages": [[r.start, r.size] for r in self.struct_pages]}
+        if self.page_size != PAGE_SIZE:  # arm64's larger granules (x86 truths stay as they were)
+            out["page_size"] = self.page_size
+        return out
 
 
 #: how often each kind is picked for a free stretch (the rest of RAM stays free)
@@ -110,9 +117,10 @@ DEFAULT_MIX: dict[str, float] = {
 
 
 def plan_pages(free: Iterable[Range], rng: random.Random, *, mix: dict[str, float] | None = None,
-               max_order: int = 10, kinds: Iterable[str] | None = None) -> list[PageBlock]:
-    """Cut the free RAM into aligned blocks and give each a kind (compound kinds get order >= 1,
-    single-page kinds order 0, free blocks any order the alignment allows)."""
+               max_order: int = 10, kinds: Iterable[str] | None = None,
+               page_size: int = PAGE_SIZE) -> list[PageBlock]:
+    """Cut the free RAM into aligned blocks of ``page_size`` pages and give each a kind (compound
+    kinds get order >= 1, single-page kinds order 0, free blocks any order the alignment allows)."""
     weights = dict(mix or DEFAULT_MIX)
     if kinds is not None:
         allowed = set(kinds)
@@ -120,7 +128,7 @@ def plan_pages(free: Iterable[Range], rng: random.Random, *, mix: dict[str, floa
     names, w = list(weights), list(weights.values())
     blocks: list[PageBlock] = []
     for r in free:
-        pfn, end = -(-r.start // PAGE_SIZE), r.end // PAGE_SIZE
+        pfn, end = -(-r.start // page_size), r.end // page_size
         while pfn < end:
             kind = rng.choices(names, w)[0]
             room = max_order
@@ -158,7 +166,7 @@ def kernel_keys(layout: KernelLayout) -> dict[str, int]:
 
 
 def struct_pages(layout: KernelLayout, pfn0: int, n: int, blocks: Iterable[PageBlock], vmemmap: int,
-                 keys: dict[str, int] | None = None) -> bytes:
+                 keys: dict[str, int] | None = None, byteorder: str = "little") -> bytes:
     """The ``struct page`` array of PFNs ``[pfn0, pfn0 + n)`` with ``blocks`` applied, in the
     layout the kernel's text (``keys``, default :func:`kernel_keys`) describes."""
     import numpy as np
@@ -168,7 +176,7 @@ def struct_pages(layout: KernelLayout, pfn0: int, n: int, blocks: Iterable[PageB
     arr = np.zeros((n, size), dtype=np.uint8)
 
     def put(idx: Any, offset: int, value: int, width: int = 8) -> None:
-        raw = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+        raw = (value & ((1 << (8 * width)) - 1)).to_bytes(width, byteorder)  # type: ignore[arg-type]
         arr[idx, offset:offset + width] = np.frombuffer(raw, dtype=np.uint8)
 
     flags_at, mapping_at = k["OFFSET(page.flags)"], k["OFFSET(page.mapping)"]
@@ -252,28 +260,31 @@ def struct_pages(layout: KernelLayout, pfn0: int, n: int, blocks: Iterable[PageB
     return arr.tobytes()
 
 
-def write_mem_map(mem: SparseMemory, layout: KernelLayout, tables: KernelTables,
+def write_mem_map(mem: SparseMemory, layout: KernelLayout, map_range: Callable[[int, int, int, int], None],
                   take: Callable[[int, int, str], int], ram: list[Range],
-                  plan: Callable[[], list[PageBlock]]) -> MemMapTruth:
+                  plan: Callable[[], list[PageBlock]], *, byteorder: str = "little") -> MemMapTruth:
     """Build ``mem_section`` and the ``struct page`` arrays of every RAM section into ``mem``.
 
     ``take(size, align, what)`` allocates guest RAM (the kernel's memblock); the arrays are taken
-    first, then ``plan()`` decides what the remaining RAM holds.  The arrays are mapped at
-    ``layout.vmemmap`` in the kernel's tables; the root array is the page at
+    first, then ``plan()`` decides what the remaining RAM holds.  ``map_range(va, pa, size,
+    max_page)`` maps each array at its place after ``layout.mem_map_base`` (``vmemmap``) in the
+    kernel's tables (the caller flushes them); the root array is the page at
     ``layout.mem_section_paddr`` (4.15+: ``SYMBOL(mem_section)`` is its direct-map address).
+    PFNs count ``layout.page_size``.
     """
     if not layout.profile.since(4, 15):
         raise UsageError("the producer builds mem_section as 4.15+ allocates it "
                          "(kernel profile 4.19 or later)")
     v = layout.value
+    page = layout.page_size
     size = v("SIZE(page)")
     sec_size, sec_off = v("SIZE(mem_section)"), v("OFFSET(mem_section.section_mem_map)")
-    pfn_shift = v("NUMBER(SECTION_SIZE_BITS)") - 12
+    pfn_shift = v("NUMBER(SECTION_SIZE_BITS)") - (page.bit_length() - 1)
     per_section = 1 << pfn_shift
-    per_root = PAGE_SIZE // sec_size
+    per_root = page // sec_size
     spans: dict[int, tuple[int, int]] = {}  # section -> [first pfn, end pfn) of its populated memmap
     for r in ram:
-        lo, hi = -(-r.start // PAGE_SIZE), r.end // PAGE_SIZE
+        lo, hi = -(-r.start // page), r.end // page
         pfn = lo
         while pfn < hi:
             nr = pfn >> pfn_shift
@@ -283,21 +294,22 @@ def write_mem_map(mem: SparseMemory, layout: KernelLayout, tables: KernelTables,
             pfn = end
     roots: dict[int, int] = {}
     arrays: dict[int, tuple[int, int]] = {}  # section -> (paddr, pages in the array)
-    vmemmap = layout.vmemmap
+    vmemmap = layout.mem_map_base
     for nr, (a, b) in sorted(spans.items()):
         root = nr // per_root
         if root not in roots:
-            roots[root] = take(PAGE_SIZE, PAGE_SIZE, f"mem_section root {root}")
+            roots[root] = take(page, page, f"mem_section root {root}")
         n = min(per_section, -(-(b - a) // 512) * 512)  # whole PGMM_CACHED blocks, as readers read
-        nbytes = -(-n * size // PAGE_SIZE) * PAGE_SIZE
-        pa = take(nbytes, MB2 if nbytes == MB2 else PAGE_SIZE, f"memmap of section {nr}")
+        nbytes = -(-n * size // page) * page
+        pa = take(nbytes, MB2 if nbytes == MB2 else page, f"memmap of section {nr}")
         arrays[nr] = (pa, n)
-        tables.builder.map_range(tables.pgd, vmemmap + a * size, pa, nbytes,
-                                 max_page=MB2 if nbytes == MB2 and pa % MB2 == 0 else PAGE_SIZE, nx=True)
+        map_range((vmemmap + a * size) & _U64, pa, nbytes, MB2 if nbytes == MB2 and pa % MB2 == 0 else page)
         coded = vmemmap  # mem_map - first_pfn * SIZE(page): the same for every section with VMEMMAP
-        mem.write(roots[root] + (nr % per_root) * sec_size + sec_off, (coded | 3).to_bytes(8, "little"))
+        mem.write(roots[root] + (nr % per_root) * sec_size + sec_off,
+                  (coded | 3).to_bytes(8, byteorder))  # type: ignore[arg-type]
     for root, pa in roots.items():
-        mem.write(layout.mem_section_paddr + 8 * root, (layout.direct_map + pa).to_bytes(8, "little"))
+        mem.write(layout.mem_section_paddr + 8 * root,
+                  ((layout.direct_map + pa) & _U64).to_bytes(8, byteorder))  # type: ignore[arg-type]
     blocks = plan()
     keys = kernel_keys(layout)
     by_section: dict[int, list[PageBlock]] = {}
@@ -305,21 +317,22 @@ def write_mem_map(mem: SparseMemory, layout: KernelLayout, tables: KernelTables,
         for nr in range(blk.pfn >> pfn_shift, ((blk.end - 1) >> pfn_shift) + 1):
             by_section.setdefault(nr, []).append(blk)
     for nr, (pa, n) in arrays.items():
-        mem.write(pa, struct_pages(layout, nr << pfn_shift, n, by_section.get(nr, []), vmemmap, keys))
-    tables.flush()
-    return MemMapTruth(blocks, vmemmap, sorted(spans), [Range(pa, -(-n * size // PAGE_SIZE) * PAGE_SIZE)
+        mem.write(pa, struct_pages(layout, nr << pfn_shift, n, by_section.get(nr, []), vmemmap, keys,
+                                   byteorder))
+    return MemMapTruth(blocks, vmemmap, sorted(spans), [Range(pa, -(-n * size // page) * page)
                                                        for pa, n in arrays.values()],
-                       offline="NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)" in keys)
+                       offline="NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)" in keys, page_size=page)
 
 
-def fill_pages(mem: SparseMemory, blocks: Iterable[PageBlock], rng: random.Random) -> None:
+def fill_pages(mem: SparseMemory, blocks: Iterable[PageBlock], rng: random.Random,
+               page_size: int = PAGE_SIZE) -> None:
     """Give used pages content (a page of a process or a file is rarely all zeros): a few bytes at
     a random place of every page that is not free, offline or poisoned."""
     for b in blocks:
         if b.kind in ("free", "offline", "hwpoison", "kernel"):
             continue
         for pfn in range(b.pfn, b.end):
-            mem.write(pfn * PAGE_SIZE + rng.randrange(0, PAGE_SIZE - 16, 8),
+            mem.write(pfn * page_size + rng.randrange(0, page_size - 16, 8),
                       f"{b.kind}:{pfn:x}".encode()[:16])
 
 

@@ -94,6 +94,15 @@ def vmemmap_start(va_bits: int, page_shift: int) -> int:
     return (1 << 64) - (1 << (va_bits - (page_shift - STRUCT_PAGE_MAX_SHIFT)))
 
 
+def vmemmap(va_bits: int, page_shift: int, phys_offset: int, struct_page_size: int) -> int:
+    """The kernel's ``vmemmap``, the ``struct page`` of PFN 0: ``(struct page *)VMEMMAP_START -
+    (memstart_addr >> PAGE_SHIFT)`` (``arch/arm64/include/asm/memory.h``, 6.1); ``memstart_addr``
+    (``PHYS_OFFSET``) is an ``s64``, negative when KASLR moves the linear map."""
+    memstart = phys_offset - (1 << 64) if phys_offset >> 63 else phys_offset
+    base = vmemmap_start(va_bits, page_shift) - (memstart >> page_shift) * struct_page_size
+    return base & ((1 << 64) - 1)
+
+
 def vmemmap_end(va_bits: int, page_shift: int) -> int:
     """``VMEMMAP_START + VMEMMAP_SIZE``, the size covering the linear map's ``struct page``s."""
     size = (page_end(va_bits) - page_offset(va_bits)) >> (page_shift - STRUCT_PAGE_MAX_SHIFT)
