@@ -69,8 +69,12 @@ def convert(dumps: DumpsArg, output: OutputOpt, to: ToOpt = "kdump", compress: C
         what = f"{result.target}" + (f", {result.compression}" if result.target.startswith("kdump") else "")
         note(f"wrote {what}, dump level {result.level}: {result.pages_written} pages "
              f"({result.zero_pages} zero), {result.bytes_written / (1 << 20):.1f} MiB")
+        from vmci.core.numbers import signed_hex
+
+        pb = result.phys_base
+        pb = pb - (1 << 64) if pb is not None and pb >= 1 << 63 else pb  # arm64's PHYS_OFFSET: signed
         note(f"VMCOREINFO: {result.vmcoreinfo_source}; arch {result.arch}; phys_base "
-             f"{result.phys_base if result.phys_base is not None else 'unknown'}")
+             f"{signed_hex(pb, none='unknown')}")
         if result.excluded:
             note("excluded: " + ", ".join(f"{n} {k}" for k, n in result.excluded.items()))
         for r in result.repairs:

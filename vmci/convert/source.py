@@ -20,6 +20,7 @@ from vmci.arch import Arch, for_vmcoreinfo, lookup
 from vmci.core.dump import Dump
 from vmci.core.headers import CONVERSION_NOTE_NAME, ElfHeader, KdumpHeader, Utsname
 from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run
+from vmci.core.numbers import signed_hex
 from vmci.errors import VmciError
 from vmci.kernel.vmcoreinfo import VMCOREINFO_NOTE_NAME, VmcoreInfo
 
@@ -232,14 +233,8 @@ def _phys_base_repair(dump: Dump, phys_base: int | None, repairs: list[str]) -> 
         pass
     if not why and stored == 0:
         why = " (QEMU's default when it saw no VMCOREINFO note)"
-    repairs.append(f"phys_base: the source kdump header said {_signed_hex(stored)}{why}; written "
-                   f"{_signed_hex(phys_base)}, the kernel's value")
-
-
-def _signed_hex(v: int | None) -> str:
-    if v is None:
-        return "none"
-    return f"-{-v:#x}" if v < 0 else f"{v:#x}"
+    repairs.append(f"phys_base: the source kdump header said {signed_hex(stored, none='none')}{why}; written "
+                   f"{signed_hex(phys_base, none='none')}, the kernel's value")
 
 
 def _uts_complete(u: Utsname) -> bool:
