@@ -154,7 +154,6 @@ def real_dumps(
     paths["facts"].unlink(missing_ok=True)  # written last: its presence means "complete"
 
     initramfs = (build_kdump_initramfs if sc.kdump else build_initramfs)(kernel, initramfs_dir or directory)
-    timings: dict[str, float] = {}
     guest = Guest(
         kernel,
         initramfs=initramfs,
@@ -170,40 +169,10 @@ def real_dumps(
         kdump=sc.kdump,
     )
     with guest:
-        timings["boot"] = guest.boot_seconds
-        facts = guest.facts
-        qmp_guid = guest.query_vm_generation_id() if sc.vmgenid_guid else None
-        formats = guest.query_dump_capability()
-        guest.stop()
-        guest.pmemsave(facts.vmcoreinfo_paddr, facts.vmcoreinfo_size, paths["note"])
-        for name, (_, fmt, paging) in DUMPS.items():
-            t0 = time.monotonic()
-            guest.dump(paths[name], fmt, paging=paging)
-            timings[name] = time.monotonic() - t0
-        t0 = time.monotonic()
-        guest.migrate_to_file(paths["migration"])
-        timings["migration"] = time.monotonic() - t0
-        command_line = guest.command_line()
-    record = {
-        "cache_key": cache_key,
-        "scenario": asdict(sc),
-        "kernel": asdict(kernel),
-        "qemu_version": cache_key["qemu"],
-        "command_line": command_line,
-        "guest": facts.raw,
-        "release": facts.release,
-        "vmcoreinfo_paddr": facts.vmcoreinfo_paddr,
-        "vmcoreinfo_size": facts.vmcoreinfo_size,
-        "phys_base": facts.phys_base,
-        "kallsyms": facts.kallsyms,
-        "system_ram": facts.iomem("System RAM"),
-        "cpus": facts.cpus,
-        "qmp_guid": qmp_guid,
-        "panic_line": guest.panic_line,
-        "kmsg_written": int(facts.one("kmsg_written")) if sc.kmsg_lines else 0,
-        "dump_formats": formats,
-        "timings": timings,
-    }
+        run = _capture(guest, paths, DUMPS, vmgenid=bool(sc.vmgenid_guid))
+    facts = run.facts
+    record = _record(cache_key, sc, kernel, run, guest, kmsg=bool(sc.kmsg_lines))
+    record |= {"phys_base": facts.phys_base, "qmp_guid": run.qmp_guid}
     paths["facts"].write_text(json.dumps(record, indent=1, default=str) + "\n")
     return paths
 
@@ -243,46 +212,71 @@ def real_dumps_aarch64(
     paths["facts"].unlink(missing_ok=True)
 
     initramfs = build_initramfs(kernel, initramfs_dir or directory, busybox=busybox)
-    timings: dict[str, float] = {}
     guest = Guest(kernel, initramfs=initramfs, workdir=directory, vmcoreinfo=sc.vmcoreinfo,
                   firmware=sc.firmware, kaslr=sc.kaslr, smp=sc.smp, memory=sc.memory, machine=sc.machine,
                   kmsg_lines=sc.kmsg_lines, arch="aarch64", busybox=busybox, cpu=sc.cpu)
     with guest:
-        timings["boot"] = guest.boot_seconds
-        facts = guest.facts
-        formats = guest.query_dump_capability()
-        guest.stop()
-        guest.pmemsave(facts.vmcoreinfo_paddr, facts.vmcoreinfo_size, paths["note"])
-        for name, (_, fmt, paging) in AARCH64_DUMPS.items():
-            t0 = time.monotonic()
-            guest.dump(paths[name], fmt, paging=paging)
-            timings[name] = time.monotonic() - t0
+        run = _capture(guest, paths, AARCH64_DUMPS, vmgenid=False)
+    facts = run.facts
+    record = _record(cache_key, sc, kernel, run, guest, kmsg=bool(sc.kmsg_lines))
+    record["kimage_voffset"] = (facts.kallsyms["_stext"] - facts.iomem("Kernel code")[0][0]) & ((1 << 64) - 1)
+    paths["facts"].write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return paths
+
+
+@dataclass
+class Capture:
+    """What one stopped moment of a guest gave: its facts, QMP's answers, the artefacts' timings."""
+
+    facts: GuestFacts
+    formats: Any
+    qmp_guid: str | None
+    command_line: list[str]
+    timings: dict[str, float]
+
+
+def _capture(guest: Guest, paths: dict[str, Path], dumps: dict[str, tuple[str, str, bool]], *,
+             vmgenid: bool) -> Capture:
+    """In a booted guest: ask QMP, stop the vCPUs, then save the note (``pmemsave``), every dump
+    of ``dumps`` and the migration stream, all of one stopped moment."""
+    timings = {"boot": guest.boot_seconds}
+    facts = guest.facts
+    qmp_guid = guest.query_vm_generation_id() if vmgenid else None
+    formats = guest.query_dump_capability()
+    guest.stop()
+    guest.pmemsave(facts.vmcoreinfo_paddr, facts.vmcoreinfo_size, paths["note"])
+    for name, (_, fmt, paging) in dumps.items():
         t0 = time.monotonic()
-        guest.migrate_to_file(paths["migration"])
-        timings["migration"] = time.monotonic() - t0
-        command_line = guest.command_line()
-    stext = facts.kallsyms["_stext"]
-    record = {
+        guest.dump(paths[name], fmt, paging=paging)
+        timings[name] = time.monotonic() - t0
+    t0 = time.monotonic()
+    guest.migrate_to_file(paths["migration"])
+    timings["migration"] = time.monotonic() - t0
+    return Capture(facts, formats, qmp_guid, guest.command_line(), timings)
+
+
+def _record(cache_key: dict[str, Any], sc: Any, kernel: KernelFiles, run: Capture, guest: Guest, *,
+            kmsg: bool) -> dict[str, Any]:
+    """The ``facts.json`` keys every scenario records (``guest``: stopped, its console read to the end)."""
+    facts = run.facts
+    return {
         "cache_key": cache_key,
         "scenario": asdict(sc),
         "kernel": asdict(kernel),
         "qemu_version": cache_key["qemu"],
-        "command_line": command_line,
+        "command_line": run.command_line,
         "guest": facts.raw,
         "release": facts.release,
         "vmcoreinfo_paddr": facts.vmcoreinfo_paddr,
         "vmcoreinfo_size": facts.vmcoreinfo_size,
-        "kimage_voffset": (stext - facts.iomem("Kernel code")[0][0]) & ((1 << 64) - 1),
         "kallsyms": facts.kallsyms,
         "system_ram": facts.iomem("System RAM"),
         "cpus": facts.cpus,
         "panic_line": guest.panic_line,
-        "kmsg_written": int(facts.one("kmsg_written")) if sc.kmsg_lines else 0,
-        "dump_formats": formats,
-        "timings": timings,
+        "kmsg_written": int(facts.one("kmsg_written")) if kmsg else 0,
+        "dump_formats": run.formats,
+        "timings": run.timings,
     }
-    paths["facts"].write_text(json.dumps(record, indent=1, default=str) + "\n")
-    return paths
 
 
 def load_facts(paths: dict[str, Path]) -> dict[str, Any]:
