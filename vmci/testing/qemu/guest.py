@@ -62,13 +62,17 @@ class GuestFacts:
         """Size of the note buffer, header and trailing null note included (4132 on 6.1)."""
         return int(self.one("vmcoreinfo").split()[1], 16)
 
-    @property
-    def kallsyms(self) -> dict[str, int]:
+    def _symbols(self, key: str) -> dict[str, int]:
+        """``name -> address`` of the ``/proc/kallsyms`` lines reported under ``key``."""
         out = {}
-        for line in self.raw.get("kallsyms", []):
+        for line in self.raw.get(key, []):
             addr, _, name = line.split()
             out[name] = int(addr, 16)
         return out
+
+    @property
+    def kallsyms(self) -> dict[str, int]:
+        return self._symbols("kallsyms")
 
     def iomem(self, what: str) -> list[tuple[int, int]]:
         """``[start, end)`` ranges of ``/proc/iomem`` lines named ``what`` ("System RAM", ...)."""
@@ -88,11 +92,7 @@ class GuestFacts:
     @property
     def capture_kallsyms(self) -> dict[str, int]:
         """``_text``/``_stext`` of the kdump capture kernel (kdump scenario), from its /proc/kallsyms."""
-        out = {}
-        for line in self.raw.get("capture_kallsyms", []):
-            addr, _, name = line.split()
-            out[name] = int(addr, 16)
-        return out
+        return self._symbols("capture_kallsyms")
 
     @property
     def cmdline(self) -> str:
