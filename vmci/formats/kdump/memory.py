@@ -38,6 +38,9 @@ WINDOW = 1 << 16
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
 #: hostile file may share many; the others are read as data, which is correct, only slower).
 MAX_SHARED_CHECKS = 16
+#: Walks over at most this many PFNs (the BIOS areas where firmware tables lie, a note) go page
+#: by page as :meth:`KdumpMemory.page` reads them: numpy costs more to load than they take.
+SMALL_WALK = 64
 
 # page classes of a walk, and what an unreadable one says (as :meth:`KdumpMemory.page` does)
 DATA, ZERO, HOLE, EXCLUDED, OTHER_FILE, TRUNCATED, INCOMPLETE, CORRUPT = range(8)
@@ -317,6 +320,12 @@ class KdumpMemory(PhysicalMemory):
     def _decoded(self, lo: int, hi: int, want_zero: bool) -> Iterator[tuple[int, Buffer | None]]:
         """``(pfn, page)`` for readable pages in ``[lo, hi)`` in PFN order: data pages
         decompressed, zero pages as ``None`` (only when ``want_zero``)."""
+        if hi - lo <= SMALL_WALK:
+            for pfn in range(lo, hi):
+                page = self.page(pfn)
+                if not isinstance(page, str) and (want_zero or not is_zero(page)):
+                    yield pfn, page
+            return
         import numpy as np
 
         for w0, codes, has, desc in self._windows(lo, hi):
