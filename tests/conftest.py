@@ -89,6 +89,21 @@ def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2, byteorder: str 
     return encode_notes(notes, byteorder)
 
 
+#: The repository (testdata/ and the golden copies are found from it).
+ROOT = Path(__file__).resolve().parents[1]
+#: The entry point as the installed ``vmci`` script runs it (program name included).
+MAIN = "import sys; sys.argv[0] = 'vmci'; from vmci.cli import main; main()"
+
+
+def run_cli(args: list[str], cwd: Path | None = None, *,
+            timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """The installed ``vmci`` script run as a whole process in the terminal the golden copies were
+    written in (100 columns, no colour); stdout and stderr as bytes."""
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    return subprocess.run([sys.executable, "-c", MAIN, *args], cwd=cwd, env=env, capture_output=True,
+                          timeout=timeout)
+
+
 def run_vmci(
     *args: str | os.PathLike[str], text: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[Any]:

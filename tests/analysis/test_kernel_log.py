@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import schema_errors
+from conftest import MAIN, schema_errors
 
 from vmci.analysis.kernel_log import TAINT_FLAGS, kernels_in_dump, panic_summary, read_kernel_log
 from vmci.errors import NotFoundError
 from vmci.formats import open_dump
 from vmci.producer.printk import PANIC_CAUSES
 from vmci.producer.scenario import Scenario, generate
-
-MAIN = "import sys; sys.argv[0] = 'vmci'; from vmci.cli import main; main()"
 
 
 def vmci(*args: object) -> subprocess.CompletedProcess[bytes]:
