@@ -113,6 +113,45 @@ def run_vmci(
                           timeout=timeout)
 
 
+def guest_dump(tmp_path: Path, fmt: str = "elf", *, wipe: bool = False, processes: int = 0, name: str = "g",
+               **kw: object) -> tuple[Any, Path]:
+    """A generated guest (64 MiB, no vmcoreinfo device) written as ``fmt`` to ``tmp_path/name.fmt``:
+    ``wipe`` zeroes the kernel's VMCOREINFO note and text (fault ``vmcoreinfo-lost``: only the page
+    tables and the image survive), ``processes`` puts vCPUs 1.. on process PGDs (user-mode CR3 with
+    PTI).  Returns the producer's guest (its truth) and the path."""
+    from vmci.producer.scenario import Scenario, build, write_dump
+
+    faults = ("vmcoreinfo-lost",) if wipe else ()
+    g = build(Scenario(**{"ram": "64M", "device": "none", "faults": faults, **kw}))  # type: ignore[arg-type]
+    assert g.tables is not None
+    if processes:
+        for i in range(1, min(processes + 1, len(g.cpus))):
+            p = g.tables.add_process()
+            g.cpus[i] = g.tables.cpu_state(i, cr3=p.cr3_user, user=True)
+        g.tables.flush()
+    path = tmp_path / f"{name}.{fmt}"
+    with path.open("wb") as f:
+        write_dump(g, f, fmt)
+    return g, path
+
+
+def note_dump(tmp_path: Path, mem: SparseMemory, text: bytes | None, kind: str = "elf") -> Path:
+    """``mem`` written as an ELF or kdump file with QEMU's notes: a CORE note, then the VMCOREINFO
+    note holding ``text`` (none when ``text`` is None)."""
+    from vmci.formats.elf import write_elf
+    from vmci.formats.kdump import write_kdump
+    from vmci.formats.notes import find_desc
+
+    blob = encode_notes([("CORE", 1, bytes(336))] + ([("VMCOREINFO", 0, text)] if text else []))
+    path = tmp_path / f"d.{kind}"
+    with path.open("wb") as f:
+        if kind == "elf":
+            write_elf(f, mem, blob)
+        else:
+            write_kdump(f, mem, blob, vmcoreinfo_span=find_desc(blob, "VMCOREINFO") if text else None)
+    return path
+
+
 def schema_errors(value: object, schema: dict | None = None) -> list[str]:
     """``$.path: message`` for each way ``value`` breaks ``schema`` (default: the analyze contract,
     generated from the result dataclasses), checked by jsonschema, not by vmci."""

@@ -111,24 +111,20 @@ class PageLayout:
         old = release is not None and release < (4, 16)  # makedumpfile: u16 order and dtor before 4.16
         # init_compound_offset(): folio._folio_order (6.3+) is an offset into the folio, i.e. past
         # the head page; page.compound_order (4.4-6.2) is already the tail page's field
-        order_at: int | None = None
-        dtor_at: int | None = None
-        fo = text.offset("folio", "_folio_order")
-        fd = text.offset("folio", "_folio_dtor")
-        if fo is not None:
-            order_at = fo - size
-        elif text.offset("page", "compound_order") is not None:
-            order_at = text.offset("page", "compound_order")
-        elif release is not None and release < (4, 4):
-            lru, prev = text.offset("page", "lru"), text.offset("list_head", "prev")
-            order_at = lru + prev if lru is not None and prev is not None else None
-        if fd is not None:
-            dtor_at = fd - size
-        elif text.offset("page", "compound_dtor") is not None:
-            dtor_at = text.offset("page", "compound_dtor")
-        elif release is not None and release < (4, 4):
-            lru, nxt = text.offset("page", "lru"), text.offset("list_head", "next")
-            dtor_at = lru + nxt if lru is not None and nxt is not None else None
+        def tail_field(folio_member: str, page_member: str, lru_link: str) -> int | None:
+            at = text.offset("folio", folio_member)
+            if at is not None:
+                return at - size
+            at = text.offset("page", page_member)
+            if at is not None:
+                return at
+            if release is not None and release < (4, 4):  # kept in the first tail page's lru
+                lru, link = text.offset("page", "lru"), text.offset("list_head", lru_link)
+                return lru + link if lru is not None and link is not None else None
+            return None
+
+        order_at = tail_field("_folio_order", "compound_order", "prev")
+        dtor_at = tail_field("_folio_dtor", "compound_dtor", "next")
         dtor_width = 1 if not old else (2 if release is not None and release >= (4, 4) else pointer_size)
         return cls(
             size=size, flags_at=flags_at, mapping_at=mapping_at,
