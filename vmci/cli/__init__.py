@@ -7,6 +7,7 @@ codecs, drgn) are imported inside the commands so that ``vmci --help`` and quick
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -72,4 +73,12 @@ def app_for(args: Sequence[str]) -> typer.Typer:
 
 def main() -> None:
     """Console-script entry point."""
-    app_for(sys.argv[1:])()
+    try:
+        app_for(sys.argv[1:])()
+    finally:
+        # The process ends with this command.  The interpreter's last garbage collection would
+        # traverse every object typer, construct and vmci made (about 12 ms, a tenth of a short
+        # command); frozen, they are left to the exit.  Nothing needs that collection: vmci
+        # closes its files with ``with``, atexit handlers still run, the interpreter flushes
+        # stdout and stderr.
+        gc.freeze()
