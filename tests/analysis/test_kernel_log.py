@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import MAIN, schema_errors
+from conftest import run_cli, schema_errors
 
 from vmci.analysis.kernel_log import TAINT_FLAGS, kernels_in_dump, panic_summary, read_kernel_log
 from vmci.errors import NotFoundError
@@ -20,7 +19,7 @@ from vmci.producer.scenario import Scenario, generate
 
 
 def vmci(*args: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", MAIN, *map(str, args)], capture_output=True, timeout=120)
+    return run_cli([str(a) for a in args])
 
 
 def make(tmp_path: Path, fmt: str = "kdump", **keys: object) -> tuple[Path, dict]:
