@@ -89,6 +89,21 @@ def sample_notes(text: bytes = SAMPLE_VMCOREINFO, cpus: int = 2, byteorder: str 
     return encode_notes(notes, byteorder)
 
 
+#: The repository (testdata/ and the golden copies are found from it).
+ROOT = Path(__file__).resolve().parents[1]
+#: The entry point as the installed ``vmci`` script runs it (program name included).
+MAIN = "import sys; sys.argv[0] = 'vmci'; from vmci.cli import main; main()"
+
+
+def run_cli(args: list[str], cwd: Path | None = None, *,
+            timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """The installed ``vmci`` script run as a whole process in the terminal the golden copies were
+    written in (100 columns, no colour); stdout and stderr as bytes."""
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    return subprocess.run([sys.executable, "-c", MAIN, *args], cwd=cwd, env=env, capture_output=True,
+                          timeout=timeout)
+
+
 def run_vmci(
     *args: str | os.PathLike[str], text: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[Any]:
@@ -96,6 +111,45 @@ def run_vmci(
     (``text=False`` keeps stdout/stderr as bytes, e.g. for ``vmci read``)."""
     return subprocess.run([sys.executable, "-m", "vmci.cli", *map(str, args)], capture_output=True, text=text,
                           timeout=timeout)
+
+
+def guest_dump(tmp_path: Path, fmt: str = "elf", *, wipe: bool = False, processes: int = 0, name: str = "g",
+               **kw: object) -> tuple[Any, Path]:
+    """A generated guest (64 MiB, no vmcoreinfo device) written as ``fmt`` to ``tmp_path/name.fmt``:
+    ``wipe`` zeroes the kernel's VMCOREINFO note and text (fault ``vmcoreinfo-lost``: only the page
+    tables and the image survive), ``processes`` puts vCPUs 1.. on process PGDs (user-mode CR3 with
+    PTI).  Returns the producer's guest (its truth) and the path."""
+    from vmci.producer.scenario import Scenario, build, write_dump
+
+    faults = ("vmcoreinfo-lost",) if wipe else ()
+    g = build(Scenario(**{"ram": "64M", "device": "none", "faults": faults, **kw}))  # type: ignore[arg-type]
+    assert g.tables is not None
+    if processes:
+        for i in range(1, min(processes + 1, len(g.cpus))):
+            p = g.tables.add_process()
+            g.cpus[i] = g.tables.cpu_state(i, cr3=p.cr3_user, user=True)
+        g.tables.flush()
+    path = tmp_path / f"{name}.{fmt}"
+    with path.open("wb") as f:
+        write_dump(g, f, fmt)
+    return g, path
+
+
+def note_dump(tmp_path: Path, mem: SparseMemory, text: bytes | None, kind: str = "elf") -> Path:
+    """``mem`` written as an ELF or kdump file with QEMU's notes: a CORE note, then the VMCOREINFO
+    note holding ``text`` (none when ``text`` is None)."""
+    from vmci.formats.elf import write_elf
+    from vmci.formats.kdump import write_kdump
+    from vmci.formats.notes import find_desc
+
+    blob = encode_notes([("CORE", 1, bytes(336))] + ([("VMCOREINFO", 0, text)] if text else []))
+    path = tmp_path / f"d.{kind}"
+    with path.open("wb") as f:
+        if kind == "elf":
+            write_elf(f, mem, blob)
+        else:
+            write_kdump(f, mem, blob, vmcoreinfo_span=find_desc(blob, "VMCOREINFO") if text else None)
+    return path
 
 
 def schema_errors(value: object, schema: dict | None = None) -> list[str]:

@@ -17,7 +17,6 @@ Dependencies point down; ``tests/test_imports.py`` enforces it.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 from types import ModuleType
@@ -65,7 +64,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-class _AliasLoader(importlib.abc.Loader):
+class _AliasLoader:  # the loader protocol (PEP 451); importlib.abc costs start-up time
     def __init__(self, target: str) -> None:
         self.target = target
 
@@ -78,13 +77,14 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self.spec  # the import system stamped the alias's spec on it
 
 
-class _AliasFinder(importlib.abc.MetaPathFinder):
+class _AliasFinder:  # the meta path finder protocol
     """Resolves the documented old module paths of :data:`_ALIASES` to their new modules."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in _ALIASES:
             return None
-        return importlib.util.spec_from_loader(fullname, _AliasLoader(_ALIASES[fullname]))
+        loader: Any = _AliasLoader(_ALIASES[fullname])  # PEP 451's create_module/exec_module
+        return importlib.util.spec_from_loader(fullname, loader)
 
 
 class _Package(ModuleType):

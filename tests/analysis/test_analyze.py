@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_KERNEL as SMALL
-from conftest import schema_errors
+from conftest import note_dump, schema_errors
 
 from vmci.analysis.analyze import analyze
 from vmci.analysis.schema import ANALYZE_SCHEMA
 from vmci.core.memory import Range, SparseMemory
 from vmci.formats import open_dump
-from vmci.formats.elf import write_elf
-from vmci.formats.kdump import write_kdump
-from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.devices import RfcGuestDriver, RfcVmcoreinfoDevice, VmgenidDevice
 from vmci.producer.firmware import boot
 from vmci.producer.linux import PlacedVmcoreinfo, place_vmcoreinfo
@@ -36,14 +33,7 @@ def guest(devices: bool = True) -> tuple[SparseMemory, RfcVmcoreinfoDevice, Plac
 
 
 def write(tmp_path: Path, mem: SparseMemory, text: bytes | None, kind: str = "elf") -> Path:
-    blob = encode_notes([("CORE", 1, bytes(336))] + ([("VMCOREINFO", 0, text)] if text else []))
-    path = tmp_path / f"d.{kind}"
-    with path.open("wb") as f:
-        if kind == "elf":
-            write_elf(f, mem, blob)
-        else:
-            write_kdump(f, mem, blob, vmcoreinfo_span=find_desc(blob, "VMCOREINFO") if text else None)
-    return path
+    return note_dump(tmp_path, mem, text, kind)
 
 
 def test_validator_catches_contract_breaks() -> None:

@@ -7,19 +7,13 @@ parameters, from ``testdata/``, with ``COLUMNS=100 NO_COLOR=1``, and say why in 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 DUMPS = ("rfc-seabios", "upstream", "noteless", "vmgenid-ovmf")
-
-# the entry point as the installed ``vmci`` script runs it (program name included)
-MAIN = "import sys; sys.argv[0] = 'vmci'; from vmci.cli import main; main()"
 
 CASES = [
     *((f"{d}.analyze.json", ["analyze", f"{d}.kdump", "--json"]) for d in DUMPS),
@@ -31,12 +25,6 @@ CASES = [
     ("upstream.record.analyze.json",
      ["analyze", "upstream.kdump", "--fw-cfg-record", "upstream.kdump.fw-cfg-record", "--json"]),
 ]
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
-    return subprocess.run([sys.executable, "-c", MAIN, *args], cwd=cwd, env=env,
-                          capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize(("golden", "args"), CASES, ids=[c[0] for c in CASES])

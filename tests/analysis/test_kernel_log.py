@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import schema_errors
+from conftest import run_cli, schema_errors
 
 from vmci.analysis.kernel_log import TAINT_FLAGS, kernels_in_dump, panic_summary, read_kernel_log
 from vmci.errors import NotFoundError
@@ -18,11 +17,9 @@ from vmci.formats import open_dump
 from vmci.producer.printk import PANIC_CAUSES
 from vmci.producer.scenario import Scenario, generate
 
-MAIN = "import sys; sys.argv[0] = 'vmci'; from vmci.cli import main; main()"
-
 
 def vmci(*args: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", MAIN, *map(str, args)], capture_output=True, timeout=120)
+    return run_cli([str(a) for a in args])
 
 
 def make(tmp_path: Path, fmt: str = "kdump", **keys: object) -> tuple[Path, dict]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.analysis.test_golden import ROOT, run_cli
+from conftest import ROOT, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 COMMANDS = ("", "info", "read", "analyze", "vmcoreinfo", "vmgenid", "dmesg", "kaslr", "drgn", "convert",

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_cli
 
-from tests.analysis.test_golden import ROOT, run_cli
 from vmci.producer import qemu_dump as qd
 from vmci.producer.scenario import Scenario, build
 

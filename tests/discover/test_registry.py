@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import note_dump
 
 from vmci.core.evidence import Evidence
 from vmci.core.memory import Range, SparseMemory
@@ -14,9 +15,6 @@ from vmci.discover.guest_note import RESULT, conclude
 from vmci.discover.run import discover, find_vmcoreinfo, strategies_for
 from vmci.errors import UsageError
 from vmci.formats import open_dump
-from vmci.formats.elf import write_elf
-from vmci.formats.kdump import write_kdump
-from vmci.formats.notes import encode_notes, find_desc
 from vmci.producer.linux import KernelLayout, vmcoreinfo_text
 
 TEXT = vmcoreinfo_text(KernelLayout(seed=3))
@@ -25,15 +23,7 @@ DOCUMENTED = ("elf-note", "kdump-header", "address-blob", "fw-cfg-record", "acpi
 
 
 def write(tmp_path: Path, kind: str, text: bytes | None = TEXT) -> Path:
-    mem = SparseMemory([Range(0, 4 << 20)])
-    blob = encode_notes([("CORE", 1, bytes(336))] + ([("VMCOREINFO", 0, text)] if text else []))
-    path = tmp_path / f"d.{kind}"
-    with path.open("wb") as f:
-        if kind == "elf":
-            write_elf(f, mem, blob)
-        else:
-            write_kdump(f, mem, blob, vmcoreinfo_span=find_desc(blob, "VMCOREINFO") if text else None)
-    return path
+    return note_dump(tmp_path, SparseMemory([Range(0, 4 << 20)]), text, kind)
 
 
 def test_one_order_with_unique_names_and_ranks() -> None:

@@ -164,16 +164,22 @@ def _panic(dump: Dump, text: VmcoreInfo | None) -> PanicSummary | None:
     holds no record or cannot be read (then ``analyze`` output is as before the log existed)."""
     if text is None:
         return None
-    from vmci.analysis.kernel_log import panic_summary
-    from vmci.kernel.printk import get_printk_records
+    from vmci.kernel.printk.probe import certainly_empty
     from vmci.kernel.vmem import KernelMemory
 
     try:
-        log = get_printk_records(KernelMemory.from_dump(dump, text))
+        kmem = KernelMemory.from_dump(dump, text)
+        if certainly_empty(kmem):  # two reads instead of loading the log readers
+            return None
+        from vmci.kernel.printk import get_printk_records
+
+        log = get_printk_records(kmem)
     except VmciError:
         return None
     if not log.records:
         return None
+    from vmci.analysis.kernel_log import panic_summary
+
     summary = panic_summary(log, crashtime=or_none(lambda: text.crashtime))
     return summary if summary.events else None
 

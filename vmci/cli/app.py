@@ -21,16 +21,6 @@ from vmci.errors import VmciError
 #: Exit code for an operating-system error outside a VmciError (e.g. writing an output file).
 EXIT_OS_ERROR = 5
 
-app = typer.Typer(
-    add_completion=True,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    help="Find, check and use the Linux VMCOREINFO in virtual-machine memory dumps.",
-    epilog="Exit codes: 0 ok, 1 negative answer, 2 usage, 3 bad or unsupported dump, "
-    "4 address not in the dump, 5 OS error.",
-)
-
-
 class Settings:
     """Global options, set once by :func:`main_options` before a command runs."""
 
@@ -48,7 +38,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def main_options(
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
@@ -64,6 +53,20 @@ def main_options(
     when it is a terminal.
     """
     settings.quiet = quiet
+
+
+def new_app() -> typer.Typer:
+    """The application with its global options and no command yet."""
+    app = typer.Typer(
+        add_completion=True,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        help="Find, check and use the Linux VMCOREINFO in virtual-machine memory dumps.",
+        epilog="Exit codes: 0 ok, 1 negative answer, 2 usage, 3 bad or unsupported dump, "
+        "4 address not in the dump, 5 OS error.",
+    )
+    app.callback()(main_options)
+    return app
 
 
 def note(message: str) -> None:

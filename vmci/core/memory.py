@@ -122,6 +122,21 @@ class Run(NamedTuple):
         return self.missing is None and not self.zero
 
 
+def coalesce(runs: Iterable[Run]) -> Iterator[Run]:
+    """``runs`` (in address order) with each stretch of touching runs of one kind (the same
+    ``missing`` and ``zero``) joined into one: what :meth:`PhysicalMemory.runs` yields."""
+    cur: Run | None = None
+    for r in runs:
+        if cur is not None and cur.end == r.start and (cur.missing, cur.zero) == (r.missing, r.zero):
+            cur = cur._replace(size=cur.size + r.size)
+            continue
+        if cur is not None:
+            yield cur
+        cur = r
+    if cur is not None:
+        yield cur
+
+
 class PhysicalMemory(ABC):
     """Read access to the guest-physical memory held by a dump.
 
@@ -209,22 +224,15 @@ class PhysicalMemory(ABC):
         costs one call, and it cannot tell zero bytes from data.
         """
         for r in self.ranges:
-            pos = max(r.start, start)
             stop = r.end if end is None else min(r.end, end)
-            cur: Run | None = None
-            while pos < stop:
-                ext = self.extent(pos, stop - pos)
-                size = min(max(ext.size, 1), stop - pos)
-                missing = None if ext.data is not None else (ext.missing or "unreadable")
-                if cur is not None and cur.missing == missing:
-                    cur = cur._replace(size=cur.size + size)
-                else:
-                    if cur is not None:
-                        yield cur
-                    cur = Run(pos, size, missing)
-                pos += size
-            if cur is not None:
-                yield cur
+            yield from coalesce(self._extent_runs(max(r.start, start), stop))
+
+    def _extent_runs(self, pos: int, stop: int) -> Iterator[Run]:
+        while pos < stop:
+            ext = self.extent(pos, stop - pos)
+            size = min(max(ext.size, 1), stop - pos)
+            yield Run(pos, size, None if ext.data is not None else (ext.missing or "unreadable"))
+            pos += size
 
     def _run_buffers(self, run: Run, max_size: int) -> Iterator[tuple[int, Buffer]]:
         """The bytes of one readable run, in buffers of at most ``max_size`` bytes."""

@@ -132,3 +132,32 @@ def test_a_shared_page_that_is_not_zero_is_still_data(tmp_path: Path) -> None:
     with open_dump(path) as d:
         got = {a: bytes(b) for a, b in d.memory.data_chunks(max_size=BS)}
     assert got == {0x1000: b"A" * BS, 0x3000: b"B" * BS, 0x5000: b"A" * BS}
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0x0, 0x10000), (0x9E000, 0xA2000), (0x9F800, 0xA0800),
+                                        (0xFE800, 0x108800),
+                                        (0x1F0000, 0x1F0000 + kdump_memory.SMALL_WALK * BS)])
+def test_small_walks_page_by_page_match_the_written_memory(tmp_path: Path, lo: int, hi: int) -> None:
+    # walks of at most SMALL_WALK pages (a firmware area) read page by page, without numpy
+    assert (hi - lo) // BS <= kdump_memory.SMALL_WALK
+    mem, exclude = guest(5)
+    path = write(tmp_path / "d", mem, exclude)
+    want = expected(mem, exclude, lo // BS, -(-hi // BS))
+    data = {pfn for pfn, k in want.items() if k == "data"}
+    readable = {pfn for pfn, k in want.items() if k != "excluded"}
+    assert data or lo == 0x9F800  # pages written with data (the unaligned two-page case: none)
+    with open_dump(path) as d:
+        got = {}
+        for addr, buf in d.memory.data_chunks(lo, hi, max_size=2 * BS):
+            assert len(buf) <= 2 * BS
+            got.update({addr + i: buf[i] for i in range(len(buf))})
+        assert {a // BS for a in got} == {p for p in data}  # a data page at the edge is cut to [lo, hi)
+        assert all(got[a] == mem.read(a, 1)[0] for a in got) and all(lo <= a < hi for a in got)
+        chunked = {}
+        for addr, buf in d.memory.chunks(lo, hi):
+            chunked.update({addr + i: buf[i] for i in range(len(buf))})
+        assert set(chunked) == {a for p in readable for a in range(p * BS, p * BS + BS) if lo <= a < hi}
+        assert all(chunked[a] == mem.read(a, 1)[0] for a in list(chunked)[::61])
+        pages = {a // BS: bytes(p) for a, p in d.memory.pages(lo, hi)}
+        whole = {p for p in readable if lo <= p * BS and p * BS + BS <= hi}
+        assert set(pages) == whole and all(pages[p] == mem.read(p * BS, BS) for p in whole)

@@ -24,7 +24,7 @@ from typing import Any
 
 from vmci.core.dump import Dump, Note
 from vmci.core.headers import ElfHeader
-from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run, find_span, merge_ranges
+from vmci.core.memory import Buffer, Extent, PhysicalMemory, Range, Run, coalesce, find_span, merge_ranges
 from vmci.errors import FormatError, TruncatedError
 from vmci.formats.notes import conversion_record, cpus_from, decode_notes
 from vmci.formats.source import Source
@@ -191,8 +191,10 @@ class ElfMemory(PhysicalMemory):
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
         # one run per piece (a described-only tail of any size costs O(1)), data pieces split
         # by the file's holes, which read as zeros
+        return coalesce(self._piece_runs(start, end))
+
+    def _piece_runs(self, start: int, end: int | None) -> Iterator[Run]:
         i = max(0, bisect.bisect_right(self._starts, start) - 1)
-        cur: Run | None = None
         for p in self._pieces[i:]:
             a, b = max(p.start, start), p.start + p.size if end is None else min(p.start + p.size, end)
             if end is not None and p.start >= end:
@@ -212,15 +214,7 @@ class ElfMemory(PhysicalMemory):
                     pos = off - base + n
                 if pos < b:
                     parts.append(Run(pos, b - pos, None, True))
-            for r in parts:
-                if cur is not None and cur.end == r.start and (cur.missing, cur.zero) == (r.missing, r.zero):
-                    cur = cur._replace(size=cur.size + r.size)
-                    continue
-                if cur is not None:
-                    yield cur
-                cur = r
-        if cur is not None:
-            yield cur
+            yield from parts
 
     def _run_buffers(self, run: Run, max_size: int) -> Iterator[tuple[int, Buffer]]:
         for addr, buf in super()._run_buffers(run, max_size):

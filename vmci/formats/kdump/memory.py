@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from vmci.core.codecs import CodecError, decompress_page
-from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, is_zero
+from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, coalesce, is_zero
 from vmci.errors import UnsupportedError
 from vmci.formats.kdump.bitmap import RankIndex, bit_runs, read_bitmaps
 from vmci.formats.kdump.header import KdumpInfo
@@ -38,6 +38,9 @@ WINDOW = 1 << 16
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
 #: hostile file may share many; the others are read as data, which is correct, only slower).
 MAX_SHARED_CHECKS = 16
+#: Walks over at most this many PFNs (the BIOS areas where firmware tables lie, a note) go page
+#: by page as :meth:`KdumpMemory.page` reads them: numpy costs more to load than they take.
+SMALL_WALK = 64
 
 # page classes of a walk, and what an unreadable one says (as :meth:`KdumpMemory.page` does)
 DATA, ZERO, HOLE, EXCLUDED, OTHER_FILE, TRUNCATED, INCOMPLETE, CORRUPT = range(8)
@@ -283,40 +286,33 @@ class KdumpMemory(PhysicalMemory):
         return start // bs, self.info.max_mapnr if end is None else min(-(-end // bs), self.info.max_mapnr)
 
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        return coalesce(self._window_runs(start, end))
+
+    def _window_runs(self, start: int, end: int | None) -> Iterator[Run]:
         import numpy as np
 
         bs = self.page_size
         lo, hi = self._pfn_bounds(max(start, 0), end)
         stop = hi * bs if end is None else min(end, hi * bs)
-        cur: Run | None = None
         for w0, codes, _, _ in self._windows(lo, hi):
             cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             bounds = [0, *cuts.tolist(), len(codes)]
             for i in range(len(bounds) - 1):
                 code = int(codes[bounds[i]])
-                if code == HOLE:
-                    if cur is not None:
-                        yield cur
-                        cur = None
-                    continue
                 a = max((w0 + bounds[i]) * bs, start)
                 b = min((w0 + bounds[i + 1]) * bs, stop)
-                if b <= a:
-                    continue
-                missing = _MISSING.get(code)
-                is_zero_run = code == ZERO
-                if cur is not None and cur.end == a and cur.missing == missing and cur.zero == is_zero_run:
-                    cur = cur._replace(size=b - cur.start)
-                else:
-                    if cur is not None:
-                        yield cur
-                    cur = Run(a, b - a, missing, is_zero_run)
-        if cur is not None:
-            yield cur
+                if code != HOLE and b > a:  # holes are left out: the runs on each side stay apart
+                    yield Run(a, b - a, _MISSING.get(code), code == ZERO)
 
     def _decoded(self, lo: int, hi: int, want_zero: bool) -> Iterator[tuple[int, Buffer | None]]:
         """``(pfn, page)`` for readable pages in ``[lo, hi)`` in PFN order: data pages
         decompressed, zero pages as ``None`` (only when ``want_zero``)."""
+        if hi - lo <= SMALL_WALK:
+            for pfn in range(lo, hi):
+                page = self.page(pfn)
+                if not isinstance(page, str) and (want_zero or not is_zero(page)):
+                    yield pfn, page
+            return
         import numpy as np
 
         for w0, codes, has, desc in self._windows(lo, hi):

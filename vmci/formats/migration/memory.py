@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, find_span
+from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, coalesce, find_span
 from vmci.core.saved_state import RamBlockInfo
 from vmci.errors import ExcludedPageError, NotFoundError
 from vmci.formats.migration.ram import ABSENT, ZERO_PAGE, RamBlock
@@ -121,10 +121,12 @@ class MigrationMemory(PhysicalMemory):
         # page classes from each block's index, run-length encoded with numpy: ZERO records and
         # pages never sent cost nothing per page; a block longer than its index (a length the
         # stream claims but never fills) is one run
+        return coalesce(self._block_runs(start, end))
+
+    def _block_runs(self, start: int, end: int | None) -> Iterator[Run]:
         import numpy as np
 
         ps = self.page_size
-        cur: Run | None = None
         for m in self._maps:
             a = max(m.start, start)
             b = m.start + m.size if end is None else min(m.start + m.size, end)
@@ -145,15 +147,7 @@ class MigrationMemory(PhysicalMemory):
                 rb = min((first + hi) * ps + base, b)
                 if rb <= ra:
                     continue
-                r = Run(ra, rb - ra, "not in the stream" if kind < 0 else None, kind == 0)
-                if cur is not None and cur.end == r.start and (cur.missing, cur.zero) == (r.missing, r.zero):
-                    cur = cur._replace(size=cur.size + r.size)
-                    continue
-                if cur is not None:
-                    yield cur
-                cur = r
-        if cur is not None:
-            yield cur
+                yield Run(ra, rb - ra, "not in the stream" if kind < 0 else None, kind == 0)
 
 
 @dataclass(frozen=True)

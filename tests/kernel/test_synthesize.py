@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import guest_dump
 from typer.testing import CliRunner
 
 from vmci.cli import app
@@ -13,21 +14,12 @@ from vmci.errors import NotFoundError
 from vmci.formats import open_dump
 from vmci.kernel.synthesize import MARK, is_synthesized, release_via, synthesize
 from vmci.kernel.vmcoreinfo import DRGN_REQUIRED, VmcoreInfo
-from vmci.producer.scenario import Guest, Scenario, build, write_dump
+from vmci.producer.scenario import Guest, write_dump
 
 
 def noteless(tmp_path: Path, fmt: str = "elf", processes: int = 0, **kw: object) -> tuple[Guest, Path]:
     """A guest whose kernel note and text are zeroed: only the page tables and the image survive."""
-    g = build(Scenario(**{"ram": "64M", "device": "none", "faults": ("vmcoreinfo-lost",), **kw}))  # type: ignore[arg-type]
-    assert g.tables is not None
-    for i in range(1, min(processes + 1, len(g.cpus))):
-        p = g.tables.add_process()
-        g.cpus[i] = g.tables.cpu_state(i, cr3=p.cr3_user, user=True)
-    g.tables.flush()
-    path = tmp_path / f"noteless.{fmt}"
-    with path.open("wb") as f:
-        write_dump(g, f, fmt)
-    return g, path
+    return guest_dump(tmp_path, fmt, wipe=True, processes=processes, name="noteless", **kw)
 
 
 @pytest.mark.parametrize(

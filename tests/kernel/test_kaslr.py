@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import schema_errors
+from conftest import guest_dump, schema_errors
 from typer.testing import CliRunner
 
 from vmci.analysis.analyze import analyze
@@ -18,27 +18,14 @@ from vmci.kernel.kaslr import kaslr_report
 from vmci.kernel.symbols import KernelSymbols, load_symbols
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 from vmci.kernel.vmem import KernelMemory
-from vmci.producer.scenario import Guest, Scenario, build, write_dump
+from vmci.producer.scenario import Guest
 
 
 def guest(
     tmp_path: Path, fmt: str = "elf", *, wipe: bool = False, processes: int = 0, **kw: object
 ) -> tuple[Guest, Path]:
-    """A generated guest written as ``fmt``; ``wipe`` zeroes the kernel's VMCOREINFO note and text
-    (fault ``vmcoreinfo-lost``);
-    ``processes`` puts vCPUs 1.. on process PGDs (user-mode CR3 with PTI)."""
-    faults = ("vmcoreinfo-lost",) if wipe else ()
-    g = build(Scenario(**{"ram": "64M", "device": "none", "faults": faults, **kw}))  # type: ignore[arg-type]
-    assert g.tables is not None
-    if processes:
-        for i in range(1, min(processes + 1, len(g.cpus))):
-            p = g.tables.add_process()
-            g.cpus[i] = g.tables.cpu_state(i, cr3=p.cr3_user, user=True)
-        g.tables.flush()
-    path = tmp_path / f"g.{fmt}"
-    with path.open("wb") as f:
-        write_dump(g, f, fmt)
-    return g, path
+    """A generated guest written as ``fmt`` (:func:`conftest.guest_dump`)."""
+    return guest_dump(tmp_path, fmt, wipe=wipe, processes=processes, **kw)
 
 
 @pytest.mark.parametrize("la57", [False, True])
