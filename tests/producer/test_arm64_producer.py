@@ -114,7 +114,7 @@ def test_same_scenario_same_bytes(tmp_path: Path) -> None:
 def test_generate_command(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from vmci.cli.app import app
+    from vmci.cli import app
 
     out = tmp_path / "arm.kdump"
     args = ["generate", "-o", str(out), "--arch", "aarch64", "--ram", "32M", "--page-size", "65536",
