@@ -35,6 +35,10 @@ from vmci.layouts.magic import ELF_MAGIC, is_flattened, is_kdump
 #: rearranged file's size comes from record offsets, which a corrupt file sets to anything.
 BIG_READ = 64 << 20
 HUGE_FILE = 1 << 46  # a rearranged file past 64 TiB is worth a warning
+#: The record walk drops the file pages behind it every this many bytes: each record header read
+#: through the mapping faults in a 64 KiB window, which over a 64 GiB guest's 400 records of page
+#: descriptors kept 25 MiB mapped (peak RSS growing with the dump).
+RELEASE_STEP = 8 << 20
 
 _HEAD = struct_format(flat_header)
 _REC = struct_format(flat_record)
@@ -66,7 +70,11 @@ class FlattenedSource:
         dest, size, src = array("q"), array("q"), array("q")
         buf, pos, end = f.buffer, MDF_HEADER_SIZE, f.size
         ended = False
+        released = 0
         while pos + _REC.size <= end:
+            if pos - released >= RELEASE_STEP:
+                f.release(released, pos - released)
+                released = pos
             off, n = _REC.unpack_from(buf, pos)
             if off == END_FLAG and n == END_FLAG:
                 ended = True
@@ -89,6 +97,7 @@ class FlattenedSource:
             size.append(n)
             src.append(data)
             pos = data + n
+        f.release(released, min(pos, end) - released)
         if not ended:
             self.warnings.append(
                 f"flattened file has no end marker (stopped at {pos:#x} of {end:#x}): the dump is truncated"

@@ -142,19 +142,26 @@ def exclusion_mask(exclude: Exclusion, nbits: int) -> Buffer:
     return PfnBitmap.from_pfns(exclude, nbits).bits
 
 
-def read_bitmaps(src: Source, info: KdumpInfo) -> tuple[bytes, bytes]:
-    """The 1st and 2nd bitmaps of one file (the same bytes when the file stores one)."""
+def bitmap_areas(info: KdumpInfo) -> list[tuple[int, int]]:
+    """``(offset, size)`` in the file of the 1st and 2nd bitmaps (one area when the file stores one)."""
     if info.two_bitmaps:
         half = info.bitmap_len // 2
-        return src.read(info.bitmap_offset, half), src.read(info.bitmap_offset + half, half)
-    one = src.read(info.bitmap_offset, info.bitmap_len)
-    return one, one
+        return [(info.bitmap_offset, half), (info.bitmap_offset + half, half)]
+    return [(info.bitmap_offset, info.bitmap_len)]
+
+
+def read_bitmaps(src: Source, info: KdumpInfo) -> tuple[Buffer, Buffer]:
+    """The 1st and 2nd bitmaps of one file (the same buffer when the file stores one): views of
+    the mapped file where the source allows, not copies (a 512 GiB guest's bitmaps are 32 MiB)."""
+    areas = bitmap_areas(info)
+    first = src.view(*areas[0])
+    return first, src.view(*areas[-1]) if len(areas) > 1 else first
 
 
 class RankIndex:
     """Counts of set bits below any bit of a bitmap, in O(1)."""
 
-    def __init__(self, bitmap: bytes, nbits: int) -> None:
+    def __init__(self, bitmap: Buffer, nbits: int) -> None:
         self.bitmap = bitmap
         step = 1 << (RANK_SHIFT - 3)
         table = array("Q", [0])

@@ -24,7 +24,7 @@ from typing import Any
 from vmci.core.codecs import CodecError, decompress_page
 from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, is_zero
 from vmci.errors import UnsupportedError
-from vmci.formats.kdump.bitmap import RankIndex, bit_runs, read_bitmaps
+from vmci.formats.kdump.bitmap import RankIndex, bit_runs, bitmap_areas, read_bitmaps
 from vmci.formats.kdump.header import KdumpInfo
 from vmci.formats.source import Source
 from vmci.layouts import numpy_dtype, struct_format
@@ -35,6 +35,11 @@ _CODEC_BY_BIT = {int(bit): name for name, bit in COMPRESSION_FLAGS.items()}
 #: PFNs classified per step of a walk (64 Ki PFNs: 8 KiB of each bitmap, at most 1.5 MiB of
 #: descriptors; the arrays a step makes stay a few MiB, so peak RSS stays flat).
 WINDOW = 1 << 16
+#: How far back a walk's release of the file pages behind it reaches: a fault on a file mapping
+#: maps the whole page-cache folio around it (Linux maps large folios, up to PMD size, at once),
+#: so releasing only a window's own bytes left a 64 GiB guest's walk with 9 MiB of bitmap and
+#: descriptor pages mapped.
+FOLIO_REACH = 2 << 20
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
 #: hostile file may share many; the others are read as data, which is correct, only slower).
 MAX_SHARED_CHECKS = 16
@@ -66,6 +71,9 @@ class KdumpMemory(PhysicalMemory):
             for a, b in bit_runs(self.bitmap1, info.max_mapnr)
         ]
         self._rank = RankIndex(self.bitmap2, info.max_mapnr)
+        self._bitmap_areas = bitmap_areas(info)
+        for off, n in self._bitmap_areas:  # read once for the ranges and ranks: drop from RSS
+            src.release(off, n)
         self._first_idx = self.rank(info.start_pfn)
         total = self.rank(info.end_pfn) - self._first_idx
         room = max(0, (src.size - info.desc_offset) // self._desc.size)
@@ -199,6 +207,10 @@ class KdumpMemory(PhysicalMemory):
         dsize = dtype.itemsize
         fsize = self.src.size
         carry = -1  # the highest data offset seen so far: a descriptor at or below it shares data
+        # file areas the walk reads sequentially, each with the end of what it swept so far
+        sweeps = {area: area + (lo >> 3) for area, _ in self._bitmap_areas}
+        desc_start = info.desc_offset + max(self.rank(lo) - self._first_idx, 0) * dsize
+        sweeps[info.desc_offset] = desc_start
         for w0 in range(lo, hi, WINDOW):
             w1 = min(w0 + WINDOW, hi)
             n = w1 - w0
@@ -246,8 +258,22 @@ class KdumpMemory(PhysicalMemory):
                 cls[zero & good] = ZERO
                 codes[has] = np.where(ram[has], cls, HOLE)
             yield w0, codes, has, desc
-            if k:  # keep RSS flat on big dumps: drop the descriptors this window mapped
-                self.src.release(info.desc_offset + idx0 * dsize, k * dsize)
+            # keep RSS flat on big dumps: drop the bitmap bytes and descriptors mapped so far
+            ends = {area: area + bytes_hi for area, _ in self._bitmap_areas}
+            if k:
+                ends[info.desc_offset] = info.desc_offset + (idx0 + k) * dsize
+            for area, end in ends.items():
+                self._sweep(sweeps, area, end)
+        for area, done in sweeps.items():  # the folios reaching past the last window
+            self._sweep(sweeps, area, done + FOLIO_REACH)
+
+    def _sweep(self, sweeps: dict[int, int], area: int, end: int) -> None:
+        """Release ``[swept - FOLIO_REACH, end)`` of the file area starting at ``area``."""
+        lo = max(area, sweeps[area] - FOLIO_REACH)
+        end = min(end, self.src.size)
+        if end > lo:
+            self.src.release(lo, end - lo)
+        sweeps[area] = max(sweeps[area], end)
 
     def _zero_mask(self, offs: Any, sizes: Any, flags: Any, back: Any, w0: int, has: Any) -> Any:
         """Which descriptors point at a stored page known to be all zero; the pages that
