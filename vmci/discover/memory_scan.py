@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -74,7 +74,10 @@ class MemoryScanStrategy:
         return True
 
     def run(self, dump: Dump, inputs: Inputs, earlier: Sequence[Finding] = ()) -> Finding:
-        return scan(dump.memory, byteorder=dump.byte_order, progress=inputs.progress)
+        mode: Mode = "all" if inputs.scan == "all" else "aligned" if inputs.scan == "aligned" else "auto"
+        known = {c.text.raw: f.source for f in earlier if f.chosen is not None
+                 for c in [f.chosen] if c.text is not None}
+        return scan(dump.memory, mode=mode, byteorder=dump.byte_order, progress=inputs.progress, known=known)
 
 
 def scan(
@@ -84,17 +87,22 @@ def scan(
     byteorder: str = "little",
     progress: Progress | None = None,
     verify_uts: bool = True,
+    known: Mapping[bytes, str] | None = None,
 ) -> Finding:
     """Scan ``mem`` for VMCOREINFO notes; return every candidate, the rejected hits and a
     justified choice.  ``progress(done, total)`` is called as the scan advances (in units of
-    bytes per search: ``total`` is twice the memory size when both searches run)."""
+    bytes per search: ``total`` is twice the memory size when both searches run).  ``known`` maps
+    texts other strategies found to their source: among copies nothing else tells apart, the
+    scan prefers one of those."""
     if mode not in MODES:
         raise ValueError(f"unknown scan mode {mode!r}")
     exhaustive = mode in ("full", "all")
     finding = Finding(NAME)
     ev = finding.evidence
     total = mem.size
-    walk = _Walk(mem, byteorder, verify_uts, full_search=mode != "aligned", exhaustive=exhaustive)
+    known = dict(known or {})
+    walk = _Walk(mem, byteorder, verify_uts, full_search=mode != "aligned", exhaustive=exhaustive,
+                 known=known)
     reporter = _Reporter(mem, progress, total * (2 if exhaustive else 1))
     walk.run(reporter)
     reporter.finish()
@@ -124,7 +132,7 @@ def scan(
     if verify_uts:
         for c in finding.candidates:
             _check_uts(mem, c)
-    _choose(finding)
+    _choose(finding, known)
     return finding
 
 
@@ -158,6 +166,7 @@ class _Walk:
     verify_uts: bool
     full_search: bool
     exhaustive: bool
+    known: Mapping[bytes, str] = field(default_factory=dict)
     aligned: dict[int, Candidate] = field(default_factory=dict)
     data_pages: list[int] = field(default_factory=list)
     full_hits: set[int] = field(default_factory=set)
@@ -218,6 +227,8 @@ class _Walk:
             if not c.valid or c.text is None or c.facts.get("crashtime") is None:
                 continue
             if not any(_data_page_matches(self.mem, c.text.raw, p) for p in self.data_pages):
+                continue
+            if self.known and c.text.raw not in self.known:
                 continue
             if uts_verdict(self.mem, c.text)[0] is True:
                 self.best = c.paddr
@@ -410,6 +421,24 @@ def uts_verdict(mem: PhysicalMemory, t: VmcoreInfo) -> tuple[bool | None, str, i
                    "phys_base point: a stale copy (previous boot?)"), paddr
 
 
+def find_uts(mem: PhysicalMemory, t: VmcoreInfo, limit: int = MAX_HITS) -> int | None:
+    """Where a ``new_utsname`` holding the text's release really is: the address (in ``mem``'s
+    terms) of the first one whose ``sysname`` is ``Linux`` and whose ``release`` is the text's,
+    found by one pass over the memory that holds data (bounded: at most ``limit`` matches looked
+    at).  None when there is none."""
+    release = (t.osrelease or "").encode()[:64]
+    if not release:
+        return None
+    # sysname, nodename: 65 bytes each; release follows
+    pattern = re.compile(re.escape(b"Linux\0") + b"[\x00-\xff]{124}" + re.escape(release + b"\0"))
+    for addr, buf in _segments(mem):
+        for hits, m in enumerate(pattern.finditer(_bytes_view(buf))):
+            if hits >= limit:
+                return None
+            return addr + m.start()
+    return None
+
+
 def _check_uts(mem: PhysicalMemory, c: Candidate) -> None:
     """Does ``init_uts_ns`` hold this text's release where the text says the kernel is?"""
     assert c.text is not None
@@ -428,16 +457,18 @@ _CRITERIA = (
                   "capture kernel's or a pre-panic copy)"),
     ("aligned", "it is page-aligned like the kernel's own allocation"),
     ("data", "its raw-text page (vmcoreinfo_data) exists too"),
+    ("known", "its text is the one another strategy found"),
 )
 
 
-def _rank(c: Candidate) -> tuple[bool, ...]:
+def _rank(c: Candidate, known: Mapping[bytes, str] | None = None) -> tuple[bool, ...]:
     return (
         c.facts.get("uts_confirmed") is True,
         c.facts.get("uts_confirmed") is not False,
         c.facts.get("crashtime") is not None,
         bool(c.facts.get("page_aligned")),
         c.data_paddr is not None,
+        known is not None and c.text is not None and c.text.raw in known,
     )
 
 
@@ -447,13 +478,13 @@ def _differences(a: VmcoreInfo, b: VmcoreInfo) -> str:
     return "; ".join(diffs) or "other keys differ"
 
 
-def _choose(finding: Finding) -> None:
+def _choose(finding: Finding, known: Mapping[bytes, str] | None = None) -> None:
     ev = finding.evidence
     cands = finding.candidates
     if not cands:
         ev.fail("choice", "no valid VMCOREINFO note in memory")
         return
-    best = max(cands, key=_rank)  # max() keeps the first (lowest address) among equals
+    best = max(cands, key=lambda c: _rank(c, known))  # max() keeps the first (lowest address) among equals
     finding.chosen = best
     where = f"{best.paddr:#x}" if best.paddr is not None else f"data page {best.data_paddr:#x}"
     texts: dict[bytes, list[Candidate]] = {}
@@ -469,11 +500,11 @@ def _choose(finding: Finding) -> None:
         return
     ev.warn("choice", f"{len(texts)} distinct VMCOREINFO texts in memory; using {where}", best.paddr)
     assert best.text is not None
-    rb = _rank(best)
+    rb = _rank(best, known)
     for other in cands:
         if other is best or other.text is None or other.text.raw == best.text.raw:
             continue
-        ro = _rank(other)
+        ro = _rank(other, known)
         reason = next((why for (_, why), x, y in zip(_CRITERIA, rb, ro, strict=True) if x and not y), None)
         place = f"{other.paddr:#x}" if other.paddr is not None else f"data page {other.data_paddr:#x}"
         diff = _differences(best.text, other.text)
