@@ -192,7 +192,7 @@ class _Walk:
             if searching and not self.exhaustive and any(c.valid for c in self.aligned.values()):
                 searching = False  # auto: the full search is needed only while no aligned note is valid
             if searching:
-                found = [addr + m.start() for m in _NEEDLE_RE.finditer(mv)]
+                found = [addr + o for o in find_needle(mv)]
                 if prev_end == addr and tail:  # a name split across two buffers
                     seam = tail + bytes(mv[: len(NEEDLE) - 1])
                     found += [addr - len(tail) + m.start() for m in _NEEDLE_RE.finditer(seam)]
@@ -240,6 +240,39 @@ def _segments(mem: PhysicalMemory) -> Iterator[tuple[int, Buffer]]:
     """Large readable buffers covering everything that could hold a note (known-zero
     stretches left out by the container)."""
     return mem.data_chunks(max_size=CHUNK)
+
+
+#: The 4-byte words of which every occurrence of the needle holds one at a 4-byte-aligned offset
+#: of the buffer, with that word's offset in the needle: an occurrence at ``o`` covers the aligned
+#: word at ``o + (-o % 4)``, which starts 0, 1, 2 or 3 bytes into the needle.
+_WORDS = tuple((int.from_bytes(NEEDLE[k:k + 4], "little"), k) for k in range(4))
+_BLOCK = 1 << 16  # words compared per step (256 KiB: the masks stay in cache)
+
+
+def find_needle(mv: memoryview) -> list[int]:
+    """Offsets of every occurrence of ``VMCOREINFO\\0`` in ``mv``, at any alignment, in order.
+
+    Vectorised: the buffer's aligned 4-byte words are compared, a cache-sized block at a time,
+    with the four words an occurrence must hold one of (:data:`_WORDS`); only the few matches
+    are compared in full.  About twice as fast as a regular-expression search on real memory."""
+    import numpy as np
+
+    words = np.frombuffer(mv, np.dtype("<u4"), count=len(mv) // 4)
+    hits: set[int] = set()
+    for lo in range(0, len(words), _BLOCK):
+        block = words[lo:lo + _BLOCK]
+        mask = block == _WORDS[0][0]
+        for value, _ in _WORDS[1:]:
+            mask |= block == value
+        if not mask.any():
+            continue
+        for i in (np.flatnonzero(mask) + lo).tolist():
+            for value, k in _WORDS:
+                o = 4 * i - k
+                if int(words[i]) == value and o >= 0 and mv[o:o + len(NEEDLE)] == NEEDLE:
+                    hits.add(o)
+    # an occurrence ending by len(mv) holds its aligned word below len(mv) // 4 * 4: none is missed
+    return sorted(hits)
 
 
 def _bytes_view(buf: Buffer) -> memoryview:
