@@ -106,8 +106,8 @@ def test_identical_copies_are_one_text() -> None:
 
 @pytest.mark.parametrize("vectorised", [False, True], ids=["re", "numpy"])
 def test_garbage_hits_are_rejected_with_evidence(vectorised: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if vectorised:  # the full search past VECTORISE_AFTER bytes: the same hits, the same evidence
-        monkeypatch.setattr(scan_mod, "VECTORISE_AFTER", 0)
+    # the regular-expression and the vectorised full search: the same hits, the same evidence
+    monkeypatch.setattr(scan_mod, "_vectorised", lambda searched: vectorised)
     mem = SparseMemory([Range(0, 64 * MiB), Range(80 * MiB, MiB)])
     text = vmcoreinfo_text(SMALL)
     good = build_note(text)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import string
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -46,7 +47,8 @@ TEXT_MAGIC = b"OSRELEASE="
 MAX_DESCSZ = 1 << 18
 CHUNK = 16 << 20
 MAX_REJECTED = 64
-#: Bytes the full search goes through by regular expression before switching to :func:`find_needle`.
+#: Bytes the full search goes through by regular expression (numpy not loaded) before switching
+#: to :func:`find_needle`.
 VECTORISE_AFTER = 1 << 30
 #: Hits validated per search (a hostile dump full of note names costs no more than this).
 MAX_HITS = 4096
@@ -195,9 +197,8 @@ class _Walk:
             if searching and not self.exhaustive and any(c.valid for c in self.aligned.values()):
                 searching = False  # auto: the full search is needed only while no aligned note is valid
             if searching:
-                # the vectorised search pays for numpy's import (~0.1 s, ~12 MiB) only on big dumps
-                vectorised = self.searched >= VECTORISE_AFTER
-                found = [addr + o for o in (find_needle(mv) if vectorised else _re_needle(mv))]
+                search = find_needle if _vectorised(self.searched) else _re_needle
+                found = [addr + o for o in search(mv)]
                 self.searched += len(mv)
                 if prev_end == addr and tail:  # a name split across two buffers
                     seam = tail + bytes(mv[: len(NEEDLE) - 1])
@@ -279,6 +280,13 @@ def find_needle(mv: memoryview) -> list[int]:
                     hits.add(o)
     # an occurrence ending by len(mv) holds its aligned word below len(mv) // 4 * 4: none is missed
     return sorted(hits)
+
+
+def _vectorised(searched: int) -> bool:
+    """Whether the full search uses :func:`find_needle`: once numpy's import (~0.1 s, ~12 MiB) is
+    paid for, because it is loaded already (a kdump walk, the caller) or the search went past
+    :data:`VECTORISE_AFTER` bytes, where it saves more than it costs."""
+    return "numpy" in sys.modules or searched >= VECTORISE_AFTER
 
 
 def _re_needle(mv: memoryview) -> list[int]:
