@@ -150,6 +150,10 @@ class FlattenedSource:
         return kept
 
     def read(self, offset: int, n: int) -> bytes:
+        if offset >= 0 and n >= 0 and offset + n <= self.size:
+            i = bisect.bisect_right(self._dest, offset) - 1
+            if i >= 0 and offset + n <= self._dest[i] + self._size[i]:  # one record: the file's own read
+                return self.file.read(self._src[i] + offset - self._dest[i], n)
         return bytes(self.view(offset, n))
 
     def view(self, offset: int, n: int) -> Buffer:

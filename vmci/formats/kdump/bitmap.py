@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from vmci.core.memory import Buffer
@@ -19,6 +19,7 @@ from vmci.formats.kdump.header import KdumpInfo
 from vmci.formats.source import Source
 
 RANK_SHIFT = 12  # one rank entry per 4096 PFNs (512 bitmap bytes)
+RELEASE_STEP = 1 << 20  # bitmap bytes counted between releases
 _RUN_TOKENS = re.compile(rb"\xff+|\x00+|[\x01-\xfe]")
 _NONZERO_RUNS = re.compile(rb"[^\x00]+")
 
@@ -161,14 +162,24 @@ def read_bitmaps(src: Source, info: KdumpInfo) -> tuple[Buffer, Buffer]:
 class RankIndex:
     """Counts of set bits below any bit of a bitmap, in O(1)."""
 
-    def __init__(self, bitmap: Buffer, nbits: int) -> None:
+    def __init__(self, bitmap: Buffer, nbits: int,
+                 release: Callable[[int, int], None] | None = None) -> None:
+        """``release(offset, n)`` is called behind the count every :data:`RELEASE_STEP` bytes
+        (a mapped bitmap's pages leave the process)."""
         self.bitmap = bitmap
         step = 1 << (RANK_SHIFT - 3)
         table = array("Q", [0])
         total = 0
-        for i in range(0, (nbits + 7) >> 3, step):
+        done = 0
+        nbytes = (nbits + 7) >> 3
+        for i in range(0, nbytes, step):
             total += int.from_bytes(bitmap[i : i + step], "little").bit_count()
             table.append(total)
+            if release is not None and i + step - done >= RELEASE_STEP:
+                release(done, i + step - done)
+                done = i + step
+        if release is not None and nbytes > done:
+            release(done, nbytes - done)
         self._table = table
 
     def rank(self, pfn: int) -> int:

@@ -18,7 +18,7 @@ is zero.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from vmci.core.codecs import CodecError, decompress_page
@@ -40,6 +40,8 @@ WINDOW = 1 << 16
 #: so releasing only a window's own bytes left a 64 GiB guest's walk with 9 MiB of bitmap and
 #: descriptor pages mapped.
 FOLIO_REACH = 2 << 20
+#: Bitmap bytes read per step when the ranges and the rank table are built.
+BITMAP_STEP = 1 << 20
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
 #: hostile file may share many; the others are read as data, which is correct, only slower).
 MAX_SHARED_CHECKS = 16
@@ -66,14 +68,15 @@ class KdumpMemory(PhysicalMemory):
         self.warnings = info.warnings
         self.bitmap1, self.bitmap2 = read_bitmaps(src, info)
         self._desc = struct_format(info.layout.page_desc)
-        self._ranges = [
-            Range(a * self.page_size, (b - a) * self.page_size)
-            for a, b in bit_runs(self.bitmap1, info.max_mapnr)
-        ]
-        self._rank = RankIndex(self.bitmap2, info.max_mapnr)
         self._bitmap_areas = bitmap_areas(info)
-        for off, n in self._bitmap_areas:  # read once for the ranges and ranks: drop from RSS
-            src.release(off, n)
+        # the bitmaps are read once here, a step at a time, and dropped from RSS behind (a 512 GiB
+        # guest's are 16 MiB each)
+        first, second = self._bitmap_areas[0][0], self._bitmap_areas[-1][0]
+        self._ranges = self._ram_ranges(lambda lo, n: src.release(first + lo, n))
+        self._rank = RankIndex(self.bitmap2, info.max_mapnr,
+                               release=lambda lo, n: src.release(second + lo, n))
+        # and the folios reaching past the bitmap area's ends
+        src.release(max(0, info.bitmap_offset - FOLIO_REACH), info.bitmap_len + 2 * FOLIO_REACH)
         self._first_idx = self.rank(info.start_pfn)
         total = self.rank(info.end_pfn) - self._first_idx
         room = max(0, (src.size - info.desc_offset) // self._desc.size)
@@ -92,6 +95,21 @@ class KdumpMemory(PhysicalMemory):
             last = self._read_desc(self.n_desc - 1)
             if last[0] + last[1] > src.size:
                 self._load(-1, last)
+
+    def _ram_ranges(self, release: Callable[[int, int], None]) -> list[Range]:
+        """The runs of the 1st bitmap as ranges, read :data:`BITMAP_STEP` bytes at a time."""
+        nbits, ps = self.info.max_mapnr, self.page_size
+        runs: list[list[int]] = []
+        nbytes = (nbits + 7) >> 3
+        for lo in range(0, nbytes, BITMAP_STEP):
+            hi = min(lo + BITMAP_STEP, nbytes)
+            for a, b in bit_runs(self.bitmap1, min(nbits, hi * 8), lo * 8):
+                if runs and runs[-1][1] == a:
+                    runs[-1][1] = b
+                else:
+                    runs.append([a, b])
+            release(lo, hi - lo)
+        return [Range(a * ps, (b - a) * ps) for a, b in runs]
 
     def rank(self, pfn: int) -> int:
         """Number of dumped pages below ``pfn``."""
@@ -134,9 +152,12 @@ class KdumpMemory(PhysicalMemory):
 
     def _read_desc(self, idx: int) -> tuple[int, int, int, int]:
         off = self.info.desc_offset + idx * self._desc.size
-        return self._desc.unpack(self.src.view(off, self._desc.size))
+        return self._desc.unpack(self.src.read(off, self._desc.size))
 
-    def _load(self, pfn: int, desc: tuple[int, int, int, int]) -> Buffer | str:
+    def _load(self, pfn: int, desc: tuple[int, int, int, int], *, mapped: bool = False) -> Buffer | str:
+        """The page's bytes, or why not.  ``mapped``: a view of the mapped file, for sequential walks
+        that release what they passed; otherwise a copy read without mapping (a single page read
+        must not leave a page-cache folio mapped)."""
         off, size, flags, _ = desc
         bs = self.page_size
         if off <= 0 or size <= 0:
@@ -146,7 +167,7 @@ class KdumpMemory(PhysicalMemory):
         if off + size > self.src.size:
             self._note_truncated(off)
             return "truncated"
-        data = self.src.view(off, size)
+        data = self.src.view(off, size) if mapped else self.src.read(off, size)
         codec = flags & CODEC_BITS
         if codec == 0:
             if size != bs:
@@ -362,13 +383,14 @@ class KdumpMemory(PhysicalMemory):
                     yield w0 + p, None
                     continue
                 o, n = offs[i], sizes[i]
-                page = self._load(w0 + p, (o, n, flags[i], 0))
+                page = self._load(w0 + p, (o, n, flags[i], 0), mapped=True)
                 lo_data, hi_data = min(lo_data, o), max(hi_data, o + n)
                 if not isinstance(page, str):
                     yield w0 + p, page
             # keep RSS flat on big dumps: drop what this window mapped
             if hi_data > lo_data and hi_data - lo_data < 1 << 30:
-                self.src.release(lo_data, hi_data - lo_data)
+                lo = max(0, lo_data - FOLIO_REACH)
+                self.src.release(lo, hi_data + FOLIO_REACH - lo)
 
     def _joined(self, start: int, end: int | None, max_size: int,
                 want_zero: bool) -> Iterator[tuple[int, Buffer]]:
