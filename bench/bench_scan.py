@@ -11,8 +11,8 @@ and the kernel's VMCOREINFO note sits page-aligned near the end.
 and ``with_device/dump.elf``, when present) times ``scan()`` on each opened dump, from the page
 cache, in every mode: ``aligned`` (byte 12 of every page), ``auto`` (what ``analyze`` runs: stops
 once its note cannot be outranked), ``all`` (exhaustive: every byte searched, every copy
-validated) and ``all/numpy`` (the same with the vectorised search a scan uses once numpy is loaded,
-by a kdump walk or the caller, or past 1 GiB); the modes before it run with numpy not loaded.
+validated, with the vectorised search) and ``all/re`` (the same by regular expression: the search
+``auto`` makes on a dump without a page-aligned note until numpy is loaded or 1 GiB was searched).
 Throughput is the dump's RAM size over the scan's time, best and median of ``--runs``.  Target
 (issue 13): >= 2 GB/s on the real 256 MiB ELF.
 """
@@ -81,25 +81,23 @@ def main() -> None:
 
 
 def real(paths: list[Path], runs: int) -> None:
-    import sys
-
     from vmci.discover import memory_scan
     from vmci.formats import open_dump
 
-    # the regular-expression search first, while numpy is not loaded (a scan uses numpy's once it is)
-    for mode in ("aligned", "auto", "all", "all/numpy"):
-        if mode == "all/numpy":
-            import numpy  # noqa: F401
-        elif "numpy" in sys.modules:
-            print("numpy is loaded already: every mode measures the vectorised search")
+    vectorised = memory_scan.use_vectorised_search
+
+    def never(searched: int, exhaustive: bool) -> bool:
+        return False
+
+    for mode in ("aligned", "auto", "all/re", "all"):
+        memory_scan.use_vectorised_search = never if mode == "all/re" else vectorised  # all/re: by re
         for path in paths:
             with open_dump(path) as d:
                 mem = d.memory
                 times = []
                 for _ in range(runs):
                     t = time.perf_counter()
-                    f = memory_scan.scan(mem, mode=mode.split("/")[0],  # type: ignore[arg-type]
-                                         byteorder=d.byte_order)
+                    f = memory_scan.scan(mem, mode=mode.split("/")[0], byteorder=d.byte_order)  # type: ignore[arg-type]
                     times.append(time.perf_counter() - t)
                 best, med = min(times), statistics.median(times)
                 where = f"{f.chosen.paddr:#x}" if f.chosen and f.chosen.paddr is not None else "-"
@@ -107,6 +105,7 @@ def real(paths: list[Path], runs: int) -> None:
                       f"({mem.size / best / 1e9:5.2f} GB/s)  median {med * 1000:6.1f} ms "
                       f"({mem.size / med / 1e9:5.2f} GB/s)  candidates={len(f.candidates)} chosen={where}  "
                       f"load {os.getloadavg()[0]:.2f}")
+    memory_scan.use_vectorised_search = vectorised
 
 
 def _timed(mem: PhysicalMemory, mode: str) -> float:

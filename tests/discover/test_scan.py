@@ -107,7 +107,7 @@ def test_identical_copies_are_one_text() -> None:
 @pytest.mark.parametrize("vectorised", [False, True], ids=["re", "numpy"])
 def test_garbage_hits_are_rejected_with_evidence(vectorised: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # the regular-expression and the vectorised full search: the same hits, the same evidence
-    monkeypatch.setattr(scan_mod, "_vectorised", lambda searched: vectorised)
+    monkeypatch.setattr(scan_mod, "use_vectorised_search", lambda searched, exhaustive: vectorised)
     mem = SparseMemory([Range(0, 64 * MiB), Range(80 * MiB, MiB)])
     text = vmcoreinfo_text(SMALL)
     good = build_note(text)

@@ -197,7 +197,7 @@ class _Walk:
             if searching and not self.exhaustive and any(c.valid for c in self.aligned.values()):
                 searching = False  # auto: the full search is needed only while no aligned note is valid
             if searching:
-                search = find_needle if _vectorised(self.searched) else _re_needle
+                search = find_needle if use_vectorised_search(self.searched, self.exhaustive) else _re_needle
                 found = [addr + o for o in search(mv)]
                 self.searched += len(mv)
                 if prev_end == addr and tail:  # a name split across two buffers
@@ -282,11 +282,12 @@ def find_needle(mv: memoryview) -> list[int]:
     return sorted(hits)
 
 
-def _vectorised(searched: int) -> bool:
-    """Whether the full search uses :func:`find_needle`: once numpy's import (~0.1 s, ~12 MiB) is
-    paid for, because it is loaded already (a kdump walk, the caller) or the search went past
-    :data:`VECTORISE_AFTER` bytes, where it saves more than it costs."""
-    return "numpy" in sys.modules or searched >= VECTORISE_AFTER
+def use_vectorised_search(searched: int, exhaustive: bool) -> bool:
+    """Whether the full search uses :func:`find_needle`: when numpy's import (~0.1 s, ~12 MiB) is
+    paid for, because it is loaded already (a kdump walk, the caller), the caller asked for the
+    exhaustive search, or the search went past :data:`VECTORISE_AFTER` bytes, where it saves more
+    than it costs."""
+    return exhaustive or "numpy" in sys.modules or searched >= VECTORISE_AFTER
 
 
 def _re_needle(mv: memoryview) -> list[int]:
