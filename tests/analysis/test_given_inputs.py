@@ -228,6 +228,23 @@ def test_a_record_of_another_vm_against_a_streams_saved_record_fails_naming_both
     assert f"{theirs:#x}" in check["detail"] and f"{ours:#x}" in check["detail"]
 
 
+def test_analyze_with_a_record_of_another_vm_names_both_addresses(tmp_path: Path) -> None:
+    """A kdump file with QEMU's note and no saved state: the record's paddr does not hold the
+    dump's own note; the FAIL names it and where the guest's note really is."""
+    other = tmp_path / "up.kdump"
+    generate(Scenario(seed=7, ram=64 << 20, device="upstream"), other, "kdump")
+    up = TESTDATA / "upstream.kdump"
+    theirs, ours = truth(other)["vmcoreinfo"]["note_paddr"], truth(up)["vmcoreinfo"]["note_paddr"]
+    assert theirs != ours
+    p = run_vmci("analyze", up, "--fw-cfg-record", str(other) + ".fw-cfg-record", "--json")
+    data = json.loads(p.stdout)
+    check = _check(data, "fw-cfg-record-vs-note")
+    assert p.returncode == 1 and check["status"] == "FAIL"
+    assert f"paddr {theirs:#x}" in check["detail"] and f"at {ours:#x}" in check["detail"]
+    good = json.loads(run_vmci("analyze", up, "--fw-cfg-record", str(up) + ".fw-cfg-record", "--json").stdout)
+    assert "fw-cfg-record-vs-note" not in {c["name"] for c in good["checks"]}
+
+
 def build_other(seed: int, device: str) -> object:
     from vmci.producer.scenario import build
 

@@ -297,6 +297,47 @@ def _given_vs_saved(ctx: CheckContext) -> Iterator[CheckResult]:
                         f"saved etc/vmcoreinfo says paddr {stream_rec.paddr:#x}, size {stream_rec.size}")
 
 
+#: The dump's own copies of the guest's note, which a device record must lead to.
+_OWN_NOTE = ("elf-note", "kdump-header")
+
+
+def _own_text(ctx: CheckContext) -> tuple[str, VmcoreInfo] | None:
+    for source in _OWN_NOTE:
+        f = ctx.discovery.finding(source)
+        if f is not None and f.chosen is not None and f.chosen.text is not None:
+            return source, f.chosen.text
+    return None
+
+
+def _record_and_own_note(ctx: CheckContext) -> bool:
+    rec = ctx.discovery.finding("fw-cfg-record")
+    return rec is not None and "paddr" in rec.facts and _own_text(ctx) is not None
+
+
+@check("fw-cfg-record-vs-note", applies=_record_and_own_note)
+def _record_vs_note(ctx: CheckContext) -> Iterator[CheckResult]:
+    """A fw_cfg record leads to the note the dump itself carries (QEMU copied that note from the
+    address the guest registered, at dump time); otherwise the memory holding the dump's own note
+    is looked for and FAILs naming both addresses (reported only on a disagreement)."""
+    from vmci.discover.memory_scan import scan
+
+    rec = ctx.discovery.finding("fw-cfg-record")
+    own = _own_text(ctx)
+    assert rec is not None and own is not None
+    source, text = own
+    reached = rec.chosen.text if rec.chosen is not None else None
+    if reached is not None and reached.raw == text.raw:
+        return
+    paddr = int(rec.facts["paddr"])
+    found = scan(ctx.dump.memory, byteorder=ctx.dump.byte_order, known={text.raw: source})
+    where = [c.paddr for c in found.candidates if c.text is not None and c.text.raw == text.raw]
+    there = (f"the guest's note holding that text is at {where[0]:#x}" if where and where[0] is not None
+             else "no note in memory holds that text")
+    yield Check("fw-cfg-record-vs-note", "FAIL",
+                f"the fw_cfg record names paddr {paddr:#x}, which does not hold the dump's own note "
+                f"({source}); {there}: a record of another VM or an earlier boot")
+
+
 def _raw_with_text(ctx: CheckContext) -> bool:
     return isinstance(ctx.dump.header, RawHeader) and ctx.text is not None
 

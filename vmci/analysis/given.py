@@ -6,9 +6,9 @@ is compared with the dump's own text (its note or kdump header), with the vCPUs'
 is a ``fail`` step naming both values, never a silent answer.  (The address blobs and fw_cfg
 records a user gives are checked where they are walked: :mod:`vmci.analysis.vmgenid` against
 ACPI, saved state and the page's content; the discovery strategies against every other source;
-the ``address-blob-vs-acpi``, ``given-vs-saved-state`` and ``raw-base`` checks of
-:mod:`vmci.analysis.checks` against the dump's ACPI tables, its saved device state and where
-the kernel's ``init_uts_ns`` really lies.)
+the ``address-blob-vs-acpi``, ``given-vs-saved-state``, ``fw-cfg-record-vs-note`` and
+``raw-base`` checks of :mod:`vmci.analysis.checks` against the dump's ACPI tables, its saved
+device state, its own note and where the kernel's ``init_uts_ns`` really lies.)
 """
 
 from __future__ import annotations
