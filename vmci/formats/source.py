@@ -16,6 +16,10 @@ from vmci.errors import FormatError, VmciError
 Buffer = bytes | bytearray | memoryview
 #: Linux's ``fault_around_bytes`` default: a page fault on a file mapping maps this window around it
 FAULT_AROUND = 64 << 10
+#: How far a fault on a file mapping may map around the faulting page: Linux maps the whole
+#: page-cache folio, and large folios reach PMD size (2 MiB).  A walk that releases the pages
+#: behind it reaches this far back, or pages of a folio an earlier fault mapped stay in RSS.
+FOLIO_REACH = 2 << 20
 #: Reads up to this size are served by ``pread``, not through the mapping (see :meth:`FileSource.read`).
 PREAD_MAX = 64 << 10
 

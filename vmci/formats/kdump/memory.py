@@ -26,7 +26,7 @@ from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, 
 from vmci.errors import UnsupportedError
 from vmci.formats.kdump.bitmap import RankIndex, bit_runs, bitmap_areas, read_bitmaps
 from vmci.formats.kdump.header import KdumpInfo
-from vmci.formats.source import Source
+from vmci.formats.source import FOLIO_REACH, Source
 from vmci.layouts import numpy_dtype, struct_format
 from vmci.layouts.kdump import CODEC_BITS, COMPRESSION_FLAGS
 
@@ -35,11 +35,6 @@ _CODEC_BY_BIT = {int(bit): name for name, bit in COMPRESSION_FLAGS.items()}
 #: PFNs classified per step of a walk (64 Ki PFNs: 8 KiB of each bitmap, at most 1.5 MiB of
 #: descriptors; the arrays a step makes stay a few MiB, so peak RSS stays flat).
 WINDOW = 1 << 16
-#: How far back a walk's release of the file pages behind it reaches: a fault on a file mapping
-#: maps the whole page-cache folio around it (Linux maps large folios, up to PMD size, at once),
-#: so releasing only a window's own bytes left a 64 GiB guest's walk with 9 MiB of bitmap and
-#: descriptor pages mapped.
-FOLIO_REACH = 2 << 20
 #: Bitmap bytes read per step when the ranges and the rank table are built.
 BITMAP_STEP = 1 << 20
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
