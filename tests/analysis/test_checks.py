@@ -101,6 +101,7 @@ def test_lint_and_missing_kaslr_keys_warn(tmp_path: Path) -> None:
 def test_checks_are_registered_in_report_order() -> None:
     assert [c.name for c in CHECKS] == [
         "strategy", "sources-agree", "kdump-vmcoreinfo-vs-notes", "kdump-phys-base", "utsname-vs-osrelease",
+        "address-blob-vs-acpi", "given-vs-saved-state", "fw-cfg-record-vs-note", "raw-base",
         "note-size-vs-record", "vmcoreinfo-lint", "kaslr-keys"]
     assert all(c.doc for c in CHECKS)
     with pytest.raises(ValueError, match="registered twice"):

@@ -104,7 +104,10 @@ def test_identical_copies_are_one_text() -> None:
     assert "2 copies of the same text" in steps(f.evidence)
 
 
-def test_garbage_hits_are_rejected_with_evidence() -> None:
+@pytest.mark.parametrize("vectorised", [False, True], ids=["re", "numpy"])
+def test_garbage_hits_are_rejected_with_evidence(vectorised: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the regular-expression and the vectorised full search: the same hits, the same evidence
+    monkeypatch.setattr(scan_mod, "use_vectorised_search", lambda searched, exhaustive: vectorised)
     mem = SparseMemory([Range(0, 64 * MiB), Range(80 * MiB, MiB)])
     text = vmcoreinfo_text(SMALL)
     good = build_note(text)
@@ -187,3 +190,27 @@ def test_progress_callback() -> None:
 def test_bad_mode() -> None:
     with pytest.raises(ValueError):
         scan(SparseMemory([Range(0, MiB)]), mode="fast")  # type: ignore[arg-type]
+
+
+def test_the_vectorised_needle_search_finds_what_a_regular_expression_finds() -> None:
+    """Every occurrence at every alignment, at the buffer's edges, in views starting off a word
+    boundary, in buffers of every length mod 4 (the oracle: the stdlib's ``re``)."""
+    import random
+    import re
+
+    from vmci.discover.memory_scan import NEEDLE, find_needle
+
+    oracle = re.compile(re.escape(NEEDLE))
+    rnd = random.Random(13)
+    for n in [0, 1, 3, 4, 10, 11, 12, 13, 15, 16, 17, 100, 4096, 4099, 262155, 300001]:
+        for _ in range(60 if n < 10_000 else 6):
+            filler = rnd.choice([b"\0", b"V", b"VMCO", b"OREI", b"VMCOREINFO"])
+            buf = bytearray((filler * n)[:n]) if rnd.random() < 0.3 else bytearray(rnd.randbytes(n))
+            for _ in range(rnd.randrange(5) if n >= 11 else 0):
+                at = rnd.choice([0, n - 11, rnd.randrange(n - 10)])
+                buf[at:at + 11] = NEEDLE
+            if n >= 11 and rnd.random() < 0.2:  # an occurrence ending on the last byte
+                buf[n - 11:] = NEEDLE
+            mv = memoryview(bytes(buf))
+            for off in {0, min(n, rnd.randrange(1, 4))}:
+                assert find_needle(mv[off:]) == [m.start() for m in oracle.finditer(mv[off:])], (n, off)

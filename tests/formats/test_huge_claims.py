@@ -1,10 +1,12 @@
 """Issue 13: a small file claiming enormous memory (a corrupt ELF ``p_memsz``/``p_filesz``, kdump
-``max_mapnr``/bitmap sizes, flattened record sizes and offsets, a migration RAMBlock length)
+``max_mapnr``/bitmap sizes, flattened record sizes and offsets, a migration RAMBlock length, a
+libvirt save image's ``data_len`` or the RAMBlock length of the stream it wraps, raw or compressed)
 finishes ``info``, ``analyze`` and ``kaslr`` in under 2 s each, with a clear error or a warning:
 the work is bounded by the bytes the file holds, never by what a header says."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from vmci.cli import app
 from vmci.core.memory import Range, SparseMemory
+from vmci.formats.libvirt import write_libvirt
 from vmci.formats.migration.writer import write_migration
 from vmci.producer.scenario import Scenario, generate
 
@@ -37,6 +40,10 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with (d / "g.mig").open("wb") as f:
         write_migration(f, mem)
     out["migration"] = d / "g.mig"
+    for compression in ("raw", "gzip"):
+        with out["migration"].open("rb") as stream, (d / f"g.{compression}.save").open("wb") as f:
+            write_libvirt(f, stream, xml="<domain/>", compression=compression)
+        out[f"libvirt-{compression}"] = d / f"g.{compression}.save"
     return out
 
 
@@ -114,6 +121,22 @@ def migration_block_length(raw: bytearray) -> None:
     struct.pack_into(">Q", raw, at - 8, (total & ~0xFFF) - old + (1 << 50) | (total & 0xFFF))
 
 
+LIBVIRT_HEADER = 92
+
+
+def libvirt_data_len(raw: bytearray) -> None:
+    struct.pack_into("<I", raw, 20, 0xFFFFFFF0)  # virQEMUSaveHeader.data_len: 4 GiB of XML
+
+
+def libvirt_stream(raw: bytearray, patch: Callable[[bytearray], None]) -> None:
+    """Patch the migration stream inside a save image (recompressed when it is gzip'd)."""
+    data_len, _, fmt = struct.unpack_from("<III", raw, 20)
+    start = LIBVIRT_HEADER + data_len
+    stream = bytearray(raw[start:] if fmt == 0 else gzip.decompress(bytes(raw[start:])))
+    patch(stream)
+    raw[start:] = stream if fmt == 0 else gzip.compress(bytes(stream))
+
+
 CASES = {
     "elf-p_memsz": ("elf", elf_memsz),
     "elf-p_filesz": ("elf", elf_filesz),
@@ -125,6 +148,9 @@ CASES = {
     "flattened-record-offset": ("kdump-flat", flat_record_offset),
     "flattened-offset-and-bitmap": ("kdump-flat", flat_offset_and_bitmap),
     "migration-ramblock-length": ("migration", migration_block_length),
+    "libvirt-data_len": ("libvirt-raw", libvirt_data_len),
+    "libvirt-ramblock-length": ("libvirt-raw", lambda r: libvirt_stream(r, migration_block_length)),
+    "libvirt-gzip-ramblock-length": ("libvirt-gzip", lambda r: libvirt_stream(r, migration_block_length)),
 }
 
 

@@ -135,14 +135,17 @@ def analyze(
     vmgenid: bool = True,
     progress: Callable[[int, int], None] | None = None,
     symbols: KernelSymbols | None = None,
+    scan: str = "auto",
 ) -> AnalyzeResult:
     """Everything ``vmci analyze`` finds (``.to_dict()`` is what ``--json`` prints).
 
     ``kaslr`` compares the text's KASLR values with the vCPUs' page tables (:mod:`vmci.analysis.kaslr`);
-    ``symbols`` (a System.map/vmlinux) adds exact symbol addresses to that section.
+    ``symbols`` (a System.map/vmlinux) adds exact symbol addresses to that section.  ``scan`` is the
+    memory scan's mode (:data:`vmci.discover.strategy.SCAN_MODES`; ``"all"`` runs it exhaustively
+    even when another strategy found a text).
     """
     disc = find_vmcoreinfo(dump, addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, strategies=strategies,
-                           rfc_offset=rfc_offset, progress=progress)
+                           rfc_offset=rfc_offset, progress=progress, scan=scan)
     checks = tuple(run_checks(dump, disc))
     chosen = disc.chosen
     return AnalyzeResult(

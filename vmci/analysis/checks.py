@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 from vmci.analysis.result import CheckResult, Status
 from vmci.core.dump import Dump
-from vmci.core.headers import KdumpHeader
+from vmci.core.headers import KdumpHeader, RawHeader
 from vmci.core.record import Record
 from vmci.discover import strategy
 from vmci.discover.guest_note import RESULT
 from vmci.discover.run import Discovery
-from vmci.errors import FormatError
+from vmci.errors import FormatError, or_none
 from vmci.kernel.vmcoreinfo import VmcoreInfo
 
 U64 = (1 << 64) - 1
@@ -134,12 +134,15 @@ def _strategies(ctx: CheckContext) -> Iterator[CheckResult]:
 
 @check("sources-agree")
 def _sources_agree(ctx: CheckContext) -> Iterator[CheckResult]:
-    """The texts the strategies found are byte-equal (NUL padding aside: WARN)."""
-    valid = [c for c in ctx.discovery.candidates if c.text is not None]
+    """The texts the strategies chose are byte-equal (NUL padding aside: WARN).  A strategy that
+    lists several copies (the exhaustive memory scan: a kdump kernel's, a previous boot's) is
+    represented by the one it chose, with its reasons in its evidence."""
     by_source: dict[str, bytes] = {}
-    for c in valid:
-        assert c.text is not None
-        by_source.setdefault(c.source, c.text.raw)
+    for f in ctx.discovery.findings:
+        valid = [c for c in f.candidates if c.text is not None]
+        pick = f.chosen if f.chosen is not None and f.chosen.text is not None else next(iter(valid), None)
+        if pick is not None and pick.text is not None:
+            by_source.setdefault(pick.source, pick.text.raw)
     if len(by_source) < 2:
         if by_source:
             yield Check("sources-agree", "PASS", f"one source only ({next(iter(by_source))})")
@@ -255,6 +258,134 @@ def _phys_base(dump: Dump, text: VmcoreInfo) -> Check:
                      "not read the guest's note (QEMU's 'architecture guess'); readers must use the text's")
     return Check("kdump-phys-base", "FAIL",
                  f"header phys_base {header:#x} but {key}={raw} ({value & mask:#x})")
+
+
+def _blob_and_vcia(ctx: CheckContext) -> bool:
+    blob, acpi = ctx.discovery.finding("address-blob"), ctx.discovery.finding("acpi")
+    return blob is not None and "blob" in blob.facts and acpi is not None and bool(acpi.facts.get("vcia"))
+
+
+@check("address-blob-vs-acpi", applies=_blob_and_vcia)
+def _blob_vs_acpi(ctx: CheckContext) -> Iterator[CheckResult]:
+    """The page an address blob names (the user's, or a stream's) is the page the dump's own ACPI
+    tables name (SSDT ``VMCOREIN``, ``VCIA``); a disagreement FAILs naming both (reported only then:
+    agreeing sources are already in ``sources-agree``)."""
+    blob, acpi = ctx.discovery.finding("address-blob"), ctx.discovery.finding("acpi")
+    assert blob is not None and acpi is not None
+    addr, vcia = int(blob.facts["blob"]), int(acpi.facts["vcia"])
+    pages = [c.facts["page"] for c in blob.candidates + blob.rejected if "page" in c.facts]
+    page = int(pages[0]) if pages else addr & ~0xFFF
+    if page != vcia:
+        yield Check("address-blob-vs-acpi", "FAIL",
+                    f"the address blob ({addr:#x}) names page {page:#x}; the dump's ACPI tables (SSDT "
+                    f"VMCOREIN, VCIA) name page {vcia:#x}: a blob of another device, another VM or an "
+                    "earlier boot")
+
+
+def _given_and_saved(ctx: CheckContext) -> bool:
+    saved = ctx.dump.saved_state.devices if ctx.dump.saved_state is not None else None
+    return saved is not None and (saved.vmcoreinfo_addr_blob is not None
+                                  or saved.vmcoreinfo_record is not None)
+
+
+@check("given-vs-saved-state", applies=_given_and_saved)
+def _given_vs_saved(ctx: CheckContext) -> Iterator[CheckResult]:
+    """An address blob or fw_cfg record given by the user equals what the dump's saved VM state (a
+    migration stream's device section) holds; the caller's is used, so a difference FAILs naming both."""
+    saved = ctx.dump.saved_state.devices if ctx.dump.saved_state is not None else None
+    assert saved is not None
+    blob = ctx.discovery.finding("address-blob")
+    stream_blob = saved.vmcoreinfo_addr_blob
+    if blob is not None and stream_blob is not None and "blob" in blob.facts:
+        theirs = int.from_bytes(stream_blob[:8], "little")
+        if int(blob.facts["blob"]) != theirs:
+            yield Check("given-vs-saved-state", "FAIL",
+                        f"the given address blob says {int(blob.facts['blob']):#x}; the stream's saved "
+                        f"etc/vmcoreinfo-addr says {theirs:#x}")
+    rec, stream_rec = ctx.discovery.finding("fw-cfg-record"), saved.vmcoreinfo_record
+    if rec is not None and stream_rec is not None and "paddr" in rec.facts:
+        given = (int(rec.facts["paddr"]), int(rec.facts["size"]))
+        if given != (stream_rec.paddr, stream_rec.size):
+            yield Check("given-vs-saved-state", "FAIL",
+                        f"the given fw_cfg record says paddr {given[0]:#x}, size {given[1]}; the stream's "
+                        f"saved etc/vmcoreinfo says paddr {stream_rec.paddr:#x}, size {stream_rec.size}")
+
+
+#: The dump's own copies of the guest's note, which a device record must lead to.
+_OWN_NOTE = ("elf-note", "kdump-header")
+
+
+def _own_text(ctx: CheckContext) -> tuple[str, VmcoreInfo] | None:
+    for source in _OWN_NOTE:
+        f = ctx.discovery.finding(source)
+        if f is not None and f.chosen is not None and f.chosen.text is not None:
+            return source, f.chosen.text
+    return None
+
+
+def _record_and_own_note(ctx: CheckContext) -> bool:
+    rec = ctx.discovery.finding("fw-cfg-record")
+    return rec is not None and "paddr" in rec.facts and _own_text(ctx) is not None
+
+
+@check("fw-cfg-record-vs-note", applies=_record_and_own_note)
+def _record_vs_note(ctx: CheckContext) -> Iterator[CheckResult]:
+    """A fw_cfg record leads to the note the dump itself carries (QEMU copied that note from the
+    address the guest registered, at dump time); otherwise the memory holding the dump's own note
+    is looked for and FAILs naming both addresses (reported only on a disagreement)."""
+    from vmci.discover.memory_scan import scan
+
+    rec = ctx.discovery.finding("fw-cfg-record")
+    own = _own_text(ctx)
+    assert rec is not None and own is not None
+    source, text = own
+    reached = rec.chosen.text if rec.chosen is not None else None
+    if reached is not None and reached.raw == text.raw:
+        return
+    paddr = int(rec.facts["paddr"])
+    found = scan(ctx.dump.memory, byteorder=ctx.dump.byte_order, known={text.raw: source})
+    where = [c.paddr for c in found.candidates if c.text is not None and c.text.raw == text.raw]
+    there = (f"the guest's note holding that text is at {where[0]:#x}" if where and where[0] is not None
+             else "no note in memory holds that text")
+    yield Check("fw-cfg-record-vs-note", "FAIL",
+                f"the fw_cfg record names paddr {paddr:#x}, which does not hold the dump's own note "
+                f"({source}); {there}: a record of another VM or an earlier boot")
+
+
+def _raw_with_text(ctx: CheckContext) -> bool:
+    return isinstance(ctx.dump.header, RawHeader) and ctx.text is not None
+
+
+@check("raw-base", applies=_raw_with_text)
+def _raw_base(ctx: CheckContext) -> Iterator[CheckResult]:
+    """A raw image's base (``--raw-base``, the user's word) puts the kernel's ``init_uts_ns`` where
+    the text's symbols and phys_base say it is; else the image is searched for it and the base
+    that would put it there is named next to the given one."""
+    from vmci.discover.memory_scan import find_uts, uts_verdict
+
+    assert ctx.text is not None and isinstance(ctx.dump.header, RawHeader)
+    base, mem = ctx.dump.header.base, ctx.dump.memory
+    ok, _, paddr = uts_verdict(mem, ctx.text)
+    if paddr is None:  # the text lacks what places init_uts_ns
+        return
+    if ok:
+        yield Check("raw-base", "PASS", f"with the image at physical {base:#x}, init_uts_ns ({paddr:#x}) "
+                                        f"holds release {ctx.text.osrelease}")
+        return
+    found = find_uts(mem, ctx.text)
+    if found is None:
+        yield Check("raw-base", "WARN", f"with the image at physical {base:#x}, release "
+                                        f"{ctx.text.osrelease} is neither in init_uts_ns ({paddr:#x}, by "
+                                        "the text) nor anywhere in the image (a stale text?)")
+        return
+    name_off = or_none(lambda: ctx.text.offset("uts_namespace", "name") if ctx.text is not None else None)
+    implied = base + paddr + (name_off or 0) - found
+    if name_off is None:  # the struct's start is not known to the byte: RAM images start on a page
+        implied = implied // 4096 * 4096
+    yield Check("raw-base", "FAIL", f"the image is said to start at physical {base:#x}, but the kernel's "
+                                    f"init_uts_ns (release {ctx.text.osrelease}, at {paddr:#x} by the text) "
+                                    f"sits at file offset {found - (name_off or 0) - base:#x}: the image "
+                                    f"starts at physical {implied:#x}")
 
 
 @check("note-size-vs-record")

@@ -5,7 +5,10 @@ is compared with the dump's own text (its note or kdump header), with the vCPUs'
 (where the kernel really is) and with ``init_uts_ns`` at the place the text gives.  A disagreement
 is a ``fail`` step naming both values, never a silent answer.  (The address blobs and fw_cfg
 records a user gives are checked where they are walked: :mod:`vmci.analysis.vmgenid` against
-ACPI, saved state and the page's content; the discovery strategies against every other source.)
+ACPI, saved state and the page's content; the discovery strategies against every other source;
+the ``address-blob-vs-acpi``, ``given-vs-saved-state``, ``fw-cfg-record-vs-note`` and
+``raw-base`` checks of :mod:`vmci.analysis.checks` against the dump's ACPI tables, its saved
+device state, its own note and where the kernel's ``init_uts_ns`` really lies.)
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ def analyze(
     rfc_offset: Annotated[
         int, typer.Option("--rfc-offset", help="RFC page layout: 40 (seed 001) or 36 (later revision).")
     ] = 40,
+    scan: Annotated[
+        str, typer.Option("--scan", help="Memory scan: auto (only when nothing else found a text; stops "
+                          "once its note cannot be outranked), aligned (page-aligned notes only) or all "
+                          "(exhaustive: always, every byte, every copy).")
+    ] = "auto",
     json_out: JsonOpt = False,
     format: FormatOpt = "auto",
     raw_base: BaseOpt = "0",
@@ -34,8 +39,11 @@ def analyze(
     or a check FAILed; 2 usage; 3 bad dump; 4 address not in the dump; 5 OS error.
     """
     with errors():
+        from vmci.discover.strategy import SCAN_MODES
         from vmci.machine.qemu_devices import RFC_OFFSETS
 
+        if scan not in SCAN_MODES:
+            raise UsageError(f"--scan is {', '.join(SCAN_MODES)}, not {scan!r}")
         if rfc_offset not in RFC_OFFSETS:
             raise UsageError(f"--rfc-offset is 40 or 36, not {rfc_offset}")
         blob = blob_arg(addr_blob, "--addr-blob", 8) if addr_blob is not None else None
@@ -46,7 +54,7 @@ def analyze(
 
             try:
                 result = run_analyze(d, addr_blob=blob, fw_cfg_record=record, strategies=strategy or None,
-                                     rfc_offset=rfc_offset, progress=progress)
+                                     rfc_offset=rfc_offset, progress=progress, scan=scan)
             finally:
                 if progress is not None:
                     progress.close()

@@ -3,8 +3,8 @@
 By default every registered strategy that applies runs (:data:`vmci.discover.STRATEGIES`): the
 dump's own note, the kdump sub-header, the address blob and the fw_cfg record (when the caller
 has them), the ACPI walk (F-segment RSDP only once something was found, all RAM otherwise) and
-the memory scan only when nothing else found a text.  A ``strategies`` list runs exactly those,
-in rank order.
+the memory scan only when nothing else found a text (always, exhaustively, with ``scan="all"``).
+A ``strategies`` list runs exactly those, in rank order.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vmci.core.dump import Dump
 from vmci.core.evidence import Evidence
 from vmci.discover import STRATEGIES, Inputs, Progress, Strategy, strategy
+from vmci.discover.strategy import SCAN_MODES
 from vmci.machine.qemu_devices import RFC_OFFSETS
 
 if TYPE_CHECKING:
@@ -64,11 +65,13 @@ def find_vmcoreinfo(
     strategies: list[str] | None = None,
     rfc_offset: int = 40,
     progress: Progress | None = None,
+    scan: str = "auto",
 ) -> Discovery:
-    """Locate and validate the VMCOREINFO of ``dump`` with every applicable strategy."""
+    """Locate and validate the VMCOREINFO of ``dump`` with every applicable strategy; ``scan`` is
+    the memory scan's mode (``"all"``: exhaustive, and run even when another strategy found a text)."""
     return discover(dump, Inputs(addr_blob=addr_blob, fw_cfg_record=fw_cfg_record, rfc_offset=rfc_offset,
                                  strategies=None if strategies is None else tuple(strategies),
-                                 progress=progress))
+                                 progress=progress, scan=scan))
 
 
 def with_saved_state(dump: Dump, inputs: Inputs) -> Inputs:
@@ -105,6 +108,8 @@ def select(dump: Dump, inputs: Inputs) -> list[Strategy]:
         chosen = [s for s in STRATEGIES if s.applies(dump, inputs)]
     if inputs.rfc_offset not in RFC_OFFSETS:
         raise UsageError(f"--rfc-offset is 40 or 36, not {inputs.rfc_offset}")
+    if inputs.scan not in SCAN_MODES:
+        raise UsageError(f"--scan is {', '.join(SCAN_MODES)}, not {inputs.scan!r}")
     return chosen
 
 
@@ -118,7 +123,8 @@ def discover(dump: Dump, inputs: Inputs) -> Discovery:
     else:  # the inputs the caller (or the saved state) fed
         d.requested = [s.name for s in chosen if s.needs is not None]
     for s in chosen:
-        if s.last_resort and not inputs.explicit and any(f.found for f in d.findings):
+        exhaustive = inputs.scan == "all"
+        if s.last_resort and not inputs.explicit and not exhaustive and any(f.found for f in d.findings):
             continue
         d.findings.append(s.run(dump, inputs, tuple(d.findings)))
     _choose(d)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 #: ``progress(bytes_done, bytes_total)``, called as a long search advances.
 Progress = Callable[[int, int], None]
 
+#: The memory scan modes a caller may ask for (``vmci analyze --scan``).
+SCAN_MODES = ("auto", "aligned", "all")
+
 
 class Inputs(Record):
     """What the caller gives discovery besides the dump."""
@@ -40,6 +43,10 @@ class Inputs(Record):
     """Run exactly these strategies (None: every strategy that applies, by the default rules)."""
     progress: Progress | None = None
     """Called as the memory scan advances."""
+    scan: str = "auto"
+    """The memory scan's mode: ``"auto"`` (a last resort that stops once its note cannot be
+    outranked), ``"aligned"`` (page-aligned notes only) or ``"all"`` (exhaustive: it runs even when
+    another strategy found a text and lists every copy in every byte)."""
 
     @property
     def explicit(self) -> bool:

@@ -16,6 +16,12 @@ from vmci.errors import FormatError, VmciError
 Buffer = bytes | bytearray | memoryview
 #: Linux's ``fault_around_bytes`` default: a page fault on a file mapping maps this window around it
 FAULT_AROUND = 64 << 10
+#: How far a fault on a file mapping may map around the faulting page: Linux maps the whole
+#: page-cache folio, and large folios reach PMD size (2 MiB).  A walk that releases the pages
+#: behind it reaches this far back, or pages of a folio an earlier fault mapped stay in RSS.
+FOLIO_REACH = 2 << 20
+#: Reads up to this size are served by ``pread``, not through the mapping (see :meth:`FileSource.read`).
+PREAD_MAX = 64 << 10
 
 
 class Source(Protocol):
@@ -24,7 +30,8 @@ class Source(Protocol):
     size: int
 
     def read(self, offset: int, n: int) -> bytes:
-        """``n`` bytes at ``offset``; raises :class:`FormatError` past the end."""
+        """``n`` bytes at ``offset`` (a copy, which small reads make without mapping the file);
+        raises :class:`FormatError` past the end."""
         ...
 
     def view(self, offset: int, n: int) -> Buffer:
@@ -79,6 +86,11 @@ class FileSource:
 
     def read(self, offset: int, n: int) -> bytes:
         self._check(offset, n)
+        if 0 < n <= PREAD_MAX and self._fd >= 0:
+            # a small read does not go through the mapping: a fault there maps the whole page-cache
+            # folio around it (up to 2 MiB), so scattered small reads (page descriptors, single
+            # pages) would each leave that much in the process's RSS
+            return os.pread(self._fd, n, offset)
         return bytes(self._mv[offset : offset + n])
 
     def view(self, offset: int, n: int) -> memoryview:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from vmci.core.memory import Buffer
@@ -19,6 +19,7 @@ from vmci.formats.kdump.header import KdumpInfo
 from vmci.formats.source import Source
 
 RANK_SHIFT = 12  # one rank entry per 4096 PFNs (512 bitmap bytes)
+RELEASE_STEP = 1 << 20  # bitmap bytes counted between releases
 _RUN_TOKENS = re.compile(rb"\xff+|\x00+|[\x01-\xfe]")
 _NONZERO_RUNS = re.compile(rb"[^\x00]+")
 
@@ -142,26 +143,43 @@ def exclusion_mask(exclude: Exclusion, nbits: int) -> Buffer:
     return PfnBitmap.from_pfns(exclude, nbits).bits
 
 
-def read_bitmaps(src: Source, info: KdumpInfo) -> tuple[bytes, bytes]:
-    """The 1st and 2nd bitmaps of one file (the same bytes when the file stores one)."""
+def bitmap_areas(info: KdumpInfo) -> list[tuple[int, int]]:
+    """``(offset, size)`` in the file of the 1st and 2nd bitmaps (one area when the file stores one)."""
     if info.two_bitmaps:
         half = info.bitmap_len // 2
-        return src.read(info.bitmap_offset, half), src.read(info.bitmap_offset + half, half)
-    one = src.read(info.bitmap_offset, info.bitmap_len)
-    return one, one
+        return [(info.bitmap_offset, half), (info.bitmap_offset + half, half)]
+    return [(info.bitmap_offset, info.bitmap_len)]
+
+
+def read_bitmaps(src: Source, info: KdumpInfo) -> tuple[Buffer, Buffer]:
+    """The 1st and 2nd bitmaps of one file (the same buffer when the file stores one): views of
+    the mapped file where the source allows, not copies (a 512 GiB guest's bitmaps are 32 MiB)."""
+    areas = bitmap_areas(info)
+    first = src.view(*areas[0])
+    return first, src.view(*areas[-1]) if len(areas) > 1 else first
 
 
 class RankIndex:
     """Counts of set bits below any bit of a bitmap, in O(1)."""
 
-    def __init__(self, bitmap: bytes, nbits: int) -> None:
+    def __init__(self, bitmap: Buffer, nbits: int,
+                 release: Callable[[int, int], None] | None = None) -> None:
+        """``release(offset, n)`` is called behind the count every :data:`RELEASE_STEP` bytes
+        (a mapped bitmap's pages leave the process)."""
         self.bitmap = bitmap
         step = 1 << (RANK_SHIFT - 3)
         table = array("Q", [0])
         total = 0
-        for i in range(0, (nbits + 7) >> 3, step):
+        done = 0
+        nbytes = (nbits + 7) >> 3
+        for i in range(0, nbytes, step):
             total += int.from_bytes(bitmap[i : i + step], "little").bit_count()
             table.append(total)
+            if release is not None and i + step - done >= RELEASE_STEP:
+                release(done, i + step - done)
+                done = i + step
+        if release is not None and nbytes > done:
+            release(done, nbytes - done)
         self._table = table
 
     def rank(self, pfn: int) -> int:

@@ -18,15 +18,15 @@ is zero.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from vmci.core.codecs import CodecError, decompress_page
 from vmci.core.memory import ZEROS, Buffer, Extent, PhysicalMemory, Range, Run, coalesce, is_zero
 from vmci.errors import UnsupportedError
-from vmci.formats.kdump.bitmap import RankIndex, bit_runs, read_bitmaps
+from vmci.formats.kdump.bitmap import RankIndex, bit_runs, bitmap_areas, read_bitmaps
 from vmci.formats.kdump.header import KdumpInfo
-from vmci.formats.source import Source
+from vmci.formats.source import FOLIO_REACH, Source
 from vmci.layouts import numpy_dtype, struct_format
 from vmci.layouts.kdump import CODEC_BITS, COMPRESSION_FLAGS
 
@@ -35,6 +35,8 @@ _CODEC_BY_BIT = {int(bit): name for name, bit in COMPRESSION_FLAGS.items()}
 #: PFNs classified per step of a walk (64 Ki PFNs: 8 KiB of each bitmap, at most 1.5 MiB of
 #: descriptors; the arrays a step makes stay a few MiB, so peak RSS stays flat).
 WINDOW = 1 << 16
+#: Bitmap bytes read per step when the ranges and the rank table are built.
+BITMAP_STEP = 1 << 20
 #: Distinct shared pages decompressed per walk to learn whether they are the zero page (a
 #: hostile file may share many; the others are read as data, which is correct, only slower).
 MAX_SHARED_CHECKS = 16
@@ -64,11 +66,15 @@ class KdumpMemory(PhysicalMemory):
         self.warnings = info.warnings
         self.bitmap1, self.bitmap2 = read_bitmaps(src, info)
         self._desc = struct_format(info.layout.page_desc)
-        self._ranges = [
-            Range(a * self.page_size, (b - a) * self.page_size)
-            for a, b in bit_runs(self.bitmap1, info.max_mapnr)
-        ]
-        self._rank = RankIndex(self.bitmap2, info.max_mapnr)
+        self._bitmap_areas = bitmap_areas(info)
+        # the bitmaps are read once here, a step at a time, and dropped from RSS behind (a 512 GiB
+        # guest's are 16 MiB each)
+        first, second = self._bitmap_areas[0][0], self._bitmap_areas[-1][0]
+        self._ranges = self._ram_ranges(lambda lo, n: src.release(first + lo, n))
+        self._rank = RankIndex(self.bitmap2, info.max_mapnr,
+                               release=lambda lo, n: src.release(second + lo, n))
+        # and the folios reaching past the bitmap area's ends
+        src.release(max(0, info.bitmap_offset - FOLIO_REACH), info.bitmap_len + 2 * FOLIO_REACH)
         self._first_idx = self.rank(info.start_pfn)
         total = self.rank(info.end_pfn) - self._first_idx
         room = max(0, (src.size - info.desc_offset) // self._desc.size)
@@ -87,6 +93,21 @@ class KdumpMemory(PhysicalMemory):
             last = self._read_desc(self.n_desc - 1)
             if last[0] + last[1] > src.size:
                 self._load(-1, last)
+
+    def _ram_ranges(self, release: Callable[[int, int], None]) -> list[Range]:
+        """The runs of the 1st bitmap as ranges, read :data:`BITMAP_STEP` bytes at a time."""
+        nbits, ps = self.info.max_mapnr, self.page_size
+        runs: list[list[int]] = []
+        nbytes = (nbits + 7) >> 3
+        for lo in range(0, nbytes, BITMAP_STEP):
+            hi = min(lo + BITMAP_STEP, nbytes)
+            for a, b in bit_runs(self.bitmap1, min(nbits, hi * 8), lo * 8):
+                if runs and runs[-1][1] == a:
+                    runs[-1][1] = b
+                else:
+                    runs.append([a, b])
+            release(lo, hi - lo)
+        return [Range(a * ps, (b - a) * ps) for a, b in runs]
 
     def rank(self, pfn: int) -> int:
         """Number of dumped pages below ``pfn``."""
@@ -129,9 +150,12 @@ class KdumpMemory(PhysicalMemory):
 
     def _read_desc(self, idx: int) -> tuple[int, int, int, int]:
         off = self.info.desc_offset + idx * self._desc.size
-        return self._desc.unpack(self.src.view(off, self._desc.size))
+        return self._desc.unpack(self.src.read(off, self._desc.size))
 
-    def _load(self, pfn: int, desc: tuple[int, int, int, int]) -> Buffer | str:
+    def _load(self, pfn: int, desc: tuple[int, int, int, int], *, mapped: bool = False) -> Buffer | str:
+        """The page's bytes, or why not.  ``mapped``: a view of the mapped file, for sequential walks
+        that release what they passed; otherwise a copy read without mapping (a single page read
+        must not leave a page-cache folio mapped)."""
         off, size, flags, _ = desc
         bs = self.page_size
         if off <= 0 or size <= 0:
@@ -141,7 +165,7 @@ class KdumpMemory(PhysicalMemory):
         if off + size > self.src.size:
             self._note_truncated(off)
             return "truncated"
-        data = self.src.view(off, size)
+        data = self.src.view(off, size) if mapped else self.src.read(off, size)
         codec = flags & CODEC_BITS
         if codec == 0:
             if size != bs:
@@ -202,6 +226,10 @@ class KdumpMemory(PhysicalMemory):
         dsize = dtype.itemsize
         fsize = self.src.size
         carry = -1  # the highest data offset seen so far: a descriptor at or below it shares data
+        # file areas the walk reads sequentially, each with the end of what it swept so far
+        sweeps = {area: area + (lo >> 3) for area, _ in self._bitmap_areas}
+        desc_start = info.desc_offset + max(self.rank(lo) - self._first_idx, 0) * dsize
+        sweeps[info.desc_offset] = desc_start
         for w0 in range(lo, hi, WINDOW):
             w1 = min(w0 + WINDOW, hi)
             n = w1 - w0
@@ -249,8 +277,22 @@ class KdumpMemory(PhysicalMemory):
                 cls[zero & good] = ZERO
                 codes[has] = np.where(ram[has], cls, HOLE)
             yield w0, codes, has, desc
-            if k:  # keep RSS flat on big dumps: drop the descriptors this window mapped
-                self.src.release(info.desc_offset + idx0 * dsize, k * dsize)
+            # keep RSS flat on big dumps: drop the bitmap bytes and descriptors mapped so far
+            ends = {area: area + bytes_hi for area, _ in self._bitmap_areas}
+            if k:
+                ends[info.desc_offset] = info.desc_offset + (idx0 + k) * dsize
+            for area, end in ends.items():
+                self._sweep(sweeps, area, end)
+        for area, done in sweeps.items():  # the folios reaching past the last window
+            self._sweep(sweeps, area, done + FOLIO_REACH)
+
+    def _sweep(self, sweeps: dict[int, int], area: int, end: int) -> None:
+        """Release ``[swept - FOLIO_REACH, end)`` of the file area starting at ``area``."""
+        lo = max(area, sweeps[area] - FOLIO_REACH)
+        end = min(end, self.src.size)
+        if end > lo:
+            self.src.release(lo, end - lo)
+        sweeps[area] = max(sweeps[area], end)
 
     def _zero_mask(self, offs: Any, sizes: Any, flags: Any, back: Any, w0: int, has: Any) -> Any:
         """Which descriptors point at a stored page known to be all zero; the pages that
@@ -332,13 +374,14 @@ class KdumpMemory(PhysicalMemory):
                     yield w0 + p, None
                     continue
                 o, n = offs[i], sizes[i]
-                page = self._load(w0 + p, (o, n, flags[i], 0))
+                page = self._load(w0 + p, (o, n, flags[i], 0), mapped=True)
                 lo_data, hi_data = min(lo_data, o), max(hi_data, o + n)
                 if not isinstance(page, str):
                     yield w0 + p, page
             # keep RSS flat on big dumps: drop what this window mapped
             if hi_data > lo_data and hi_data - lo_data < 1 << 30:
-                self.src.release(lo_data, hi_data - lo_data)
+                lo = max(0, lo_data - FOLIO_REACH)
+                self.src.release(lo, hi_data + FOLIO_REACH - lo)
 
     def _joined(self, start: int, end: int | None, max_size: int,
                 want_zero: bool) -> Iterator[tuple[int, Buffer]]:
