@@ -213,6 +213,8 @@ class Arch:
     kernel: KernelConstants | None = None
     #: member name of ``drgn.Architecture`` (None: drgn has no platform for it)
     drgn_arch: str | None = None
+    #: how evidence names (possessive) the kernel page tables the vCPUs run on (x86: "CR3's")
+    tables_in_use: str = "the live tables'"
     #: implements :meth:`lookup`, :meth:`walk`, :meth:`kernel_page_tables` and :meth:`kernel_root`
     translates: bool = False
     #: implements :meth:`kaslr_from_page_tables`

@@ -282,7 +282,7 @@ def _corroborate(rep: KaslrReport, memory: PhysicalMemory, res: PageTableKaslr, 
         (ev.ok if pa is not None else ev.warn)(
             "init_uts_ns", f"a new_utsname with release {release!r} " + ("found" if pa else "not found")
             + " in the kernel image", pa)
-    # swapper_pg_dir: its kernel half equals the one CR3 points at
+    # swapper_pg_dir: its kernel half equals the one the vCPUs' tables hold (x86: CR3's)
     want_half = kernel_half(memory, res.tables)
     spd_va = vi.symbol("swapper_pg_dir") if vi is not None else None
     if spd_va is None and symbols is not None:
@@ -298,13 +298,14 @@ def _corroborate(rep: KaslrReport, memory: PhysicalMemory, res: PageTableKaslr, 
         co["swapper_pg_dir"] = {"va": spd_va, "pa": pa, "ok": ok}
         shown = signed_hex(pa, none="?")
         (ev.ok if ok else ev.fail)("swapper_pg_dir", f"{spd_va:#x} -> {shown}: kernel half "
-                                   + ("equals" if ok else "DIFFERS from") + " CR3's", pa)
+                                   + ("equals" if ok else "DIFFERS from") + f" {kmem.arch.tables_in_use}", pa)
     elif deep:
         pa = find_swapper_pg_dir(memory, res)
         co["swapper_pg_dir"] = {"va": None if pa is None else va_of(res, pa), "pa": pa, "ok": pa is not None,
                                 "how": "found in the image"}
         (ev.ok if pa is not None else ev.warn)(
-            "swapper_pg_dir", "image page sharing CR3's kernel half " + ("found" if pa else "not found"), pa)
+            "swapper_pg_dir", f"image page sharing {kmem.arch.tables_in_use} kernel half "
+            + ("found" if pa else "not found"), pa)
     # symbols: exact addresses
     if symbols is not None:
         link = symbols.text

@@ -40,6 +40,9 @@ class Aarch64Arch(Arch):
     vmcoreinfo_markers = C.VMCOREINFO_MARKERS
     phys_base_key = C.PHYS_BASE_KEY
     kaslr_keys = C.KASLR_KEYS
+    # QEMU's dumps save no TTBR1_EL1: the tables are the swapper_pg_dir found in memory (or TTBR1
+    # from a migration stream)
+    tables_in_use = "the live tables'"
     kernel = KernelConstants(image_start=C.KIMAGE_VADDR,
                              image_end=C.kaslr_window(C.DEFAULT_VA_BITS)[1] + (1 << 30),
                              text_link=C.KIMAGE_VADDR, physical_start=C.VIRT_IMAGE_LOAD,

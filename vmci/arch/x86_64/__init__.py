@@ -33,6 +33,7 @@ class X86_64Arch(Arch):
     vmcoreinfo_markers = C.VMCOREINFO_MARKERS
     phys_base_key = "phys_base"
     kaslr_keys = ("KERNELOFFSET", "NUMBER(phys_base)")
+    tables_in_use = "CR3's"
     kernel = KernelConstants(image_start=C.START_KERNEL_MAP, image_end=C.KTEXT_END, text_link=C.DEFAULT_TEXT,
                              physical_start=C.PHYSICAL_START, physical_align=C.PHYSICAL_ALIGN)
     drgn_arch = "X86_64"
