@@ -8,8 +8,14 @@ starting from generated seeds (:mod:`seeds`) and keeping its corpus in ``DIR/cor
 A failing input (uncaught exception, a modified input file, an input over ``-timeout=5``
 seconds, out of memory) stops libFuzzer: it is saved under ``DIR/artifacts/<target>/`` and the
 target is restarted on its corpus until its budget is spent.  The figures (executions, edge
-coverage and features, crashes, hangs, out-of-memory, modified inputs) are printed as a table
-and written to ``DIR/figures.json``.
+coverage and features, crashes, hangs, out-of-memory, modified inputs, wall time, executions per
+second, peak RSS) are printed as a table and written to ``DIR/figures.json``; libFuzzer's output
+goes to ``DIR/<target>.log`` as it runs.
+
+``-max_len`` is the largest seed of the target (at least 4096): libFuzzer's own default when it
+starts from the seeds, made explicit so that a corpus reused from another run cannot raise it.
+Inputs larger than the seeds exercise nothing the seeds' structures do not, and cost time in
+every walk, hash and write of an execution.
 """
 
 from __future__ import annotations
@@ -39,24 +45,35 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
     artifacts.mkdir(parents=True, exist_ok=True)
     log = out / f"{target}.log"
     figures: dict[str, object] = {"target": target, "executions": 0, "cov": 0, "ft": 0, "crashes": 0,
-                                  "hangs": 0, "ooms": 0, "modified_inputs": 0, "restarts": 0}
-    deadline = time.monotonic() + seconds
+                                  "hangs": 0, "ooms": 0, "modified_inputs": 0, "restarts": 0,
+                                  "peak_rss_mb": 0}
+    max_len = max([4096] + [f.stat().st_size for f in (seeds / target).iterdir()])
+    start = time.monotonic()
+    deadline = start + seconds
     done = 0
     with log.open("w") as lf:
         while done < runs and time.monotonic() < deadline - 1:
             left = max(1, int(deadline - time.monotonic()))
             cmd = [sys.executable, str(HERE / f"fuzz_{target}.py"), str(corpus), str(seeds / target),
                    f"-max_total_time={left}", f"-runs={runs - done}", f"-timeout={HANG_SECONDS}",
-                   "-rss_limit_mb=3072", "-print_final_stats=1", f"-artifact_prefix={artifacts}/"]
-            p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=os.environ)
-            text = p.stdout + p.stderr
-            lf.write(text)
+                   f"-max_len={max_len}", "-rss_limit_mb=3072", "-print_final_stats=1",
+                   f"-artifact_prefix={artifacts}/"]
+            lf.flush()
+            at = lf.tell()
+            p = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=os.environ)
+            lf.flush()
+            with log.open(errors="replace") as rf:
+                rf.seek(at)
+                text = rf.read()
             m = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
             done += int(m[-1]) if m else 0
             cov = re.findall(r"cov: (\d+) ft: (\d+)", text)
             if cov:
                 figures["cov"], figures["ft"] = max(int(cov[-1][0]), int(figures["cov"])), \
                     max(int(cov[-1][1]), int(figures["ft"]))  # type: ignore[call-overload]
+            rss = re.findall(r"stat::peak_rss_mb:\s*(\d+)", text)
+            if rss:
+                figures["peak_rss_mb"] = max(int(rss[-1]), int(figures["peak_rss_mb"]))  # type: ignore[call-overload]
             if "the input file was modified" in text:
                 figures["modified_inputs"] = int(figures["modified_inputs"]) + 1  # type: ignore[call-overload]
             if p.returncode != 0:
@@ -69,6 +86,8 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
     figures["hangs"] = sum(n.startswith(("timeout-", "slow-unit-")) for n in names)
     figures["ooms"] = sum(n.startswith("oom-") for n in names)
     figures["executions"] = done
+    figures["wall_seconds"] = round(time.monotonic() - start)
+    figures["exec_per_second"] = round(done / max(1.0, time.monotonic() - start))
     figures["corpus"] = len(list(corpus.iterdir()))
     return figures
 
@@ -95,11 +114,19 @@ def main() -> None:
     (a.out / "figures.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"campaign of {time.monotonic() - start:.0f} s, budget {a.runs_per_target} runs or "
           f"{a.seconds_per_target:.0f} s per target, hang = over {HANG_SECONDS} s per input")
-    print("| target | executions | edges (cov) | features (ft) | crashes | hangs | OOM | modified inputs |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(table(results))
+
+
+def table(results: list[dict[str, object]]) -> str:
+    """The README's table of a campaign's figures."""
+    rows = ["| target | executions | edges (cov) | features (ft) | crashes | hangs | OOM | modified inputs "
+            "| wall time | exec/s | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        print(f"| {r['target']} | {r['executions']:,} | {r['cov']} | {r['ft']} | {r['crashes']} | "
-              f"{r['hangs']} | {r['ooms']} | {r['modified_inputs']} |")
+        rows.append(f"| {r['target']} | {r['executions']:,} | {r['cov']} | {r['ft']} | {r['crashes']} | "
+                    f"{r['hangs']} | {r['ooms']} | {r['modified_inputs']} | {r.get('wall_seconds', '?')} s "
+                    f"| {r.get('exec_per_second', '?')} | {r.get('peak_rss_mb', '?')} MB |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
