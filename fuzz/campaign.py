@@ -2,6 +2,7 @@
 
     python fuzz/campaign.py [--seconds-per-target S] [--runs-per-target N] [--jobs J] [--out DIR]
                             [--targets elf,kdump,...]
+    python fuzz/campaign.py --report --out DIR [--targets ...]   # the table of a (running) campaign
 
 Each target runs under libFuzzer until it has executed ``N`` inputs or ``S`` seconds have passed,
 starting from generated seeds (:mod:`seeds`) and keeping its corpus in ``DIR/corpus/<target>``.
@@ -36,6 +37,8 @@ sys.path.insert(0, str(HERE))
 from harness import TARGETS  # noqa: E402
 
 HANG_SECONDS = 5
+#: Written to a target's log after each libFuzzer process: its wall time and exit status.
+WALL_MARK = "#campaign wall_seconds="
 
 
 def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -> dict[str, object]:
@@ -44,12 +47,8 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     log = out / f"{target}.log"
-    figures: dict[str, object] = {"target": target, "executions": 0, "cov": 0, "ft": 0, "crashes": 0,
-                                  "hangs": 0, "ooms": 0, "modified_inputs": 0, "restarts": 0,
-                                  "peak_rss_mb": 0}
     max_len = max([4096] + [f.stat().st_size for f in (seeds / target).iterdir()])
-    start = time.monotonic()
-    deadline = start + seconds
+    deadline = time.monotonic() + seconds
     done = 0
     with log.open("w") as lf:
         while done < runs and time.monotonic() < deadline - 1:
@@ -60,36 +59,45 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
                    f"-artifact_prefix={artifacts}/"]
             lf.flush()
             at = lf.tell()
+            t0 = time.monotonic()
             p = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=os.environ)
+            lf.write(f"{WALL_MARK}{time.monotonic() - t0:.1f} exit={p.returncode}\n")
             lf.flush()
             with log.open(errors="replace") as rf:
                 rf.seek(at)
-                text = rf.read()
-            m = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
+                m = re.findall(r"stat::number_of_executed_units:\s*(\d+)", rf.read())
             done += int(m[-1]) if m else 0
-            cov = re.findall(r"cov: (\d+) ft: (\d+)", text)
-            if cov:
-                figures["cov"], figures["ft"] = max(int(cov[-1][0]), int(figures["cov"])), \
-                    max(int(cov[-1][1]), int(figures["ft"]))  # type: ignore[call-overload]
-            rss = re.findall(r"stat::peak_rss_mb:\s*(\d+)", text)
-            if rss:
-                figures["peak_rss_mb"] = max(int(rss[-1]), int(figures["peak_rss_mb"]))  # type: ignore[call-overload]
-            if "the input file was modified" in text:
-                figures["modified_inputs"] = int(figures["modified_inputs"]) + 1  # type: ignore[call-overload]
-            if p.returncode != 0:
-                figures["restarts"] = int(figures["restarts"]) + 1  # type: ignore[call-overload]
-                if not m:  # no stats: it died before fuzzing (bad setup): stop this target
-                    figures["error"] = text[-2000:]
-                    break
-    names = [a.name for a in artifacts.iterdir()]
-    figures["crashes"] = sum(n.startswith("crash-") for n in names)
-    figures["hangs"] = sum(n.startswith(("timeout-", "slow-unit-")) for n in names)
-    figures["ooms"] = sum(n.startswith("oom-") for n in names)
-    figures["executions"] = done
-    figures["wall_seconds"] = round(time.monotonic() - start)
-    figures["exec_per_second"] = round(done / max(1.0, time.monotonic() - start))
-    figures["corpus"] = len(list(corpus.iterdir()))
-    return figures
+            if p.returncode != 0 and not m:  # it died before fuzzing (bad setup): stop this target
+                break
+    return figures(out, target)
+
+
+def figures(out: Path, target: str) -> dict[str, object]:
+    """A target's figures from its log and artifacts (also for a campaign run by an older script,
+    whose log has no wall-time lines: then the wall time is libFuzzer's own ``Done ... in S``)."""
+    text = (out / f"{target}.log").read_text(errors="replace")
+    names = [a.name for a in (out / "artifacts" / target).iterdir()]
+
+    def ints(pattern: str) -> list[int]:
+        return [int(x) for x in re.findall(pattern, text)]
+
+    walls = [float(x) for x in re.findall(re.escape(WALL_MARK) + r"([\d.]+)", text)]
+    wall = sum(walls) if walls else float(sum(ints(r"Done \d+ runs in (\d+) second")))
+    cov = re.findall(r"cov: (\d+) ft: (\d+)", text)
+    executions = sum(ints(r"stat::number_of_executed_units:\s*(\d+)"))
+    return {
+        "target": target, "executions": executions,
+        "cov": max((int(c) for c, _ in cov), default=0), "ft": max((int(f) for _, f in cov), default=0),
+        "crashes": sum(n.startswith("crash-") for n in names),
+        "hangs": sum(n.startswith(("timeout-", "slow-unit-")) for n in names),
+        "ooms": sum(n.startswith("oom-") for n in names),
+        "modified_inputs": text.count("the input file was modified"),
+        "restarts": len(re.findall(r"exit=[1-9]", text)),
+        "slowest_input_seconds": max(ints(r"stat::slowest_unit_time_sec:\s*(\d+)"), default=0),
+        "peak_rss_mb": max(ints(r"stat::peak_rss_mb:\s*(\d+)"), default=0),
+        "wall_seconds": round(wall), "exec_per_second": round(executions / max(wall, 1.0)),
+        "corpus": len(list((out / "corpus" / target).iterdir())),
+    }
 
 
 def main() -> None:
@@ -99,8 +107,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("fuzz-campaign"))
     ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--report", action="store_true",
+                    help="only print the figures of the targets' logs in --out")
     a = ap.parse_args()
     targets = [t for t in a.targets.split(",") if t]
+    if a.report:
+        print(table([figures(a.out, t) for t in targets if (a.out / f"{t}.log").is_file()]))
+        return
     a.out.mkdir(parents=True, exist_ok=True)
     seeds = a.out / "seeds"
     if not seeds.is_dir():
@@ -120,12 +133,13 @@ def main() -> None:
 def table(results: list[dict[str, object]]) -> str:
     """The README's table of a campaign's figures."""
     rows = ["| target | executions | edges (cov) | features (ft) | crashes | hangs | OOM | modified inputs "
-            "| wall time | exec/s | peak RSS |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| slowest input | wall time | exec/s | peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        slowest = r["slowest_input_seconds"] or "< 1"  # libFuzzer counts whole seconds
         rows.append(f"| {r['target']} | {r['executions']:,} | {r['cov']} | {r['ft']} | {r['crashes']} | "
-                    f"{r['hangs']} | {r['ooms']} | {r['modified_inputs']} | {r.get('wall_seconds', '?')} s "
-                    f"| {r.get('exec_per_second', '?')} | {r.get('peak_rss_mb', '?')} MB |")
+                    f"{r['hangs']} | {r['ooms']} | {r['modified_inputs']} | {slowest} s "
+                    f"| {r['wall_seconds']} s | {r['exec_per_second']} | {r['peak_rss_mb']} MB |")
     return "\n".join(rows)
 
 
