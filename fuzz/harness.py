@@ -85,10 +85,12 @@ def plug_compare_leak(atheris: Any) -> None:
     atheris._trace_cmp = trace_cmp
 
 
-def scratch_dir() -> Path:
+def scratch_path(target: str) -> Path:
+    """Where this process writes its inputs: one file per process in ``/dev/shm`` (or the temporary
+    directory), removed after each input, so an ended run leaves nothing behind."""
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    return Path(tempfile.mkdtemp(prefix="vmci-fuzz-", dir=base))
+    return base / f"vmci-fuzz-{target}-{os.getpid()}.dump"
 
 
 def exercise_dump(dump: Any) -> None:
@@ -138,15 +140,18 @@ def run_one(data: bytes, target: str, path: Path) -> None:
     path.write_bytes(data)
     digest = hashlib.sha256(data).digest()
     try:
-        with open_dump(path, format=FORMAT[target]) as dump:
-            exercise_dump(dump)
-            if target == "analysis":
-                exercise_analysis(dump)
-    except VmciError:
-        pass
-    assert hashlib.sha256(path.read_bytes()).digest() == digest, "the input file was modified"
+        try:
+            with open_dump(path, format=FORMAT[target]) as dump:
+                exercise_dump(dump)
+                if target == "analysis":
+                    exercise_analysis(dump)
+        except VmciError:
+            pass
+        assert hashlib.sha256(path.read_bytes()).digest() == digest, "the input file was modified"
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def make_target(target: str) -> Callable[[bytes], None]:
-    path = scratch_dir() / "input.dump"
+    path = scratch_path(target)
     return lambda data: run_one(data, target, path)
