@@ -47,6 +47,11 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     log = out / f"{target}.log"
+    # the target's own temporary directory (the libvirt reader decompresses streams there): files
+    # left in it after the run are temporary files vmci failed to remove
+    tmp = out / "tmp" / target
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp))
     max_len = max([4096] + [f.stat().st_size for f in (seeds / target).iterdir()])
     deadline = time.monotonic() + seconds
     done = 0
@@ -60,7 +65,7 @@ def run_target(target: str, out: Path, seconds: float, runs: int, seeds: Path) -
             lf.flush()
             at = lf.tell()
             t0 = time.monotonic()
-            p = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=os.environ)
+            p = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
             lf.write(f"{WALL_MARK}{time.monotonic() - t0:.1f} exit={p.returncode}\n")
             lf.flush()
             with log.open(errors="replace") as rf:
@@ -97,6 +102,8 @@ def figures(out: Path, target: str) -> dict[str, object]:
         "peak_rss_mb": max(ints(r"stat::peak_rss_mb:\s*(\d+)"), default=0),
         "wall_seconds": round(wall), "exec_per_second": round(executions / max(wall, 1.0)),
         "corpus": len(list((out / "corpus" / target).iterdir())),
+        "leftover_temporary_files": len(list((out / "tmp" / target).iterdir()))
+        if (out / "tmp" / target).is_dir() else 0,
     }
 
 
