@@ -21,7 +21,6 @@ from harness import TARGETS, run_one  # noqa: E402
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 SECONDS = 8  # per target: about a minute for all seven
-RSS_MB = 256  # peak RSS of a short run (each target needs under 100 MB)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +48,9 @@ def test_short_fuzz_run(seeds: Path, tmp_path: Path, target: str) -> None:
     assert list(artifacts.iterdir()) == [], out[-4000:]
     runs = [int(line.split()[-1]) for line in out.splitlines() if "number_of_executed_units" in line]
     assert runs and runs[-1] > 0, out[-2000:]
-    # A leak shows in seconds: atheris's compare leak took the analysis target to ~400 MB in 8 s
-    # (plugged: ~90 MB; see test_compare_results_are_not_leaked).
-    rss = [int(line.split()[-1]) for line in out.splitlines() if "peak_rss_mb" in line]
-    assert rss and rss[-1] < RSS_MB, out[-2000:]
+    # No bound on libFuzzer's peak_rss_mb here: it is getrusage's ru_maxrss, which Linux carries
+    # over exec from the forking process (this pytest process); test_compare_results_are_not_leaked
+    # covers the leak the campaign found.
 
 
 def regression_inputs() -> list[Path]:
