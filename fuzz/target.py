@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import MODULES, TARGETS, make_target
+from harness import MODULES, TARGETS, make_target, plug_compare_leak
 
 
 def main(name: str) -> None:
@@ -33,5 +33,11 @@ def main(name: str) -> None:
         root = Path(tempfile.mkdtemp(prefix=f"vmci-seeds-{name}-"))
         make_seeds(root)
         args.append(str(root / name))
-    atheris.Setup(args, make_target(name))
+    one = make_target(name)
+
+    def test_one(data: bytes) -> None:
+        plug_compare_leak(atheris)
+        one(data)
+
+    atheris.Setup(args, test_one)
     atheris.Fuzz()

@@ -10,6 +10,7 @@ processed whole (a kdump file's page descriptors).
 from __future__ import annotations
 
 import struct
+from functools import cache
 from typing import Any
 
 _INT_CODES = {
@@ -76,9 +77,12 @@ def field_names(decl: Any) -> list[str]:
     return [s.name for s in decl.subcons if s.name]
 
 
+@cache
 def numpy_dtype(decl: Any) -> Any:
     """A numpy structured ``dtype`` equivalent to a flat construct ``Struct`` of integer fields
-    (padding allowed): the same names, offsets, sizes, signedness and byte order."""
+    (padding allowed): the same names, offsets, sizes, signedness and byte order.  Cached per
+    declaration (declarations are module-level constants): deriving it costs ~0.25 ms, once per
+    kdump walk otherwise."""
     import numpy as np
 
     fmt = struct_format(decl)  # checks the declaration is flat and of one byte order
