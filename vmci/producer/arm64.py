@@ -35,13 +35,12 @@ from vmci.arch.aarch64.consts import (
 )
 from vmci.core.memory import Range
 from vmci.errors import UsageError
-from vmci.layouts.fw_cfg import FwCfgVmcoreinfo
 from vmci.machine.aarch64_virt import KERNEL_LOAD
 from vmci.producer import faults as fault_mod
 from vmci.producer.allocator import PageAllocator
 from vmci.producer.config import Scenario
 from vmci.producer.devices import LinuxFwCfgWriter, UpstreamVmcoreinfoDevice
-from vmci.producer.fw_cfg import FwCfg, dma_write_file
+from vmci.producer.fw_cfg import FwCfg
 from vmci.producer.guest import build_memory, virt_layout
 from vmci.producer.kernel_layout import AARCH64_LINK, KernelLayout, profile
 from vmci.producer.linux import place_vmcoreinfo
@@ -131,18 +130,13 @@ def build_aarch64(s: Scenario) -> Guest:
     alloc = g.alloc = PageAllocator(layout.ram_ranges(), rng)
     _boot_linux(g, alloc)
     fault_mod.apply(g, "guest-kernel")
-    default = dict(g.driver)
     fault_mod.apply(g, "guest-driver")
     dev = g.vmcoreinfo_device
     if isinstance(dev, UpstreamVmcoreinfoDevice):
         scratch = alloc.take(s.page_size, s.page_size, what="fw_cfg DMA buffer")
         d = g.driver
-        if d == default:
-            LinuxFwCfgWriter(g.fw_cfg, g.mem, scratch).write(d["paddr"], d["size"])
-        else:
-            rec = FwCfgVmcoreinfo.build({"host_format": 0, "guest_format": d["guest_format"],
-                                         "size": d["size"], "paddr": d["paddr"]})
-            dma_write_file(g.fw_cfg, g.mem, scratch, UpstreamVmcoreinfoDevice.FILE, 0, rec)
+        # the driver as Linux writes it; a fault may have changed what it writes (same DMA path)
+        LinuxFwCfgWriter(g.fw_cfg, g.mem, scratch).write(d["paddr"], d["size"], d["guest_format"])
     if s.mem_map:
         _memory_map(g, alloc)
     fault_mod.apply(g, "after-boot")

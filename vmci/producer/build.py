@@ -21,7 +21,7 @@ import uuid
 from vmci.arch.x86_64.consts import DEFAULT_TEXT, START_KERNEL_MAP
 from vmci.core.memory import PAGE_SIZE, Range
 from vmci.errors import UsageError
-from vmci.layouts.fw_cfg import FwCfgVmcoreinfo, VmcoreinfoRfcContent
+from vmci.layouts.fw_cfg import VmcoreinfoRfcContent
 from vmci.producer import faults as fault_mod
 from vmci.producer.acpi_tables import build_acpi, install_acpi
 from vmci.producer.allocator import PageAllocator
@@ -36,7 +36,7 @@ from vmci.producer.devices import (
     evaluate_addr,
 )
 from vmci.producer.firmware import Firmware
-from vmci.producer.fw_cfg import FwCfg, dma_write_file
+from vmci.producer.fw_cfg import FwCfg
 from vmci.producer.guest import build_memory, guest_layout
 from vmci.producer.kernel_layout import DEFAULT_LINK, PHYSICAL_START, KernelLayout, profile
 from vmci.producer.linux import place_vmcoreinfo
@@ -260,11 +260,7 @@ def _run_driver(g: Guest, alloc: PageAllocator) -> None:
     elif isinstance(dev, UpstreamVmcoreinfoDevice):
         assert g.fw_cfg is not None
         scratch = alloc.take(PAGE_SIZE, what="fw_cfg DMA buffer")
-        if d == default:
-            LinuxFwCfgWriter(g.fw_cfg, g.mem, scratch).write(d["paddr"], d["size"])
-        else:
-            rec = FwCfgVmcoreinfo.build({"host_format": 0, "guest_format": d["guest_format"],
-                                         "size": d["size"], "paddr": d["paddr"]})
-            dma_write_file(g.fw_cfg, g.mem, scratch, UpstreamVmcoreinfoDevice.FILE, 0, rec)
+        # the driver as Linux writes it; a fault may have changed what it writes (same DMA path)
+        LinuxFwCfgWriter(g.fw_cfg, g.mem, scratch).write(d["paddr"], d["size"], d["guest_format"])
 
 

@@ -258,9 +258,10 @@ class LinuxFwCfgWriter:
     def __init__(self, fw_cfg: FwCfg, mem: SparseMemory | None = None, scratch: int | None = None) -> None:
         self.fw_cfg, self.mem, self.scratch = fw_cfg, mem, scratch
 
-    def write(self, note_paddr: int, note_size: int) -> None:
+    def write(self, note_paddr: int, note_size: int, guest_format: int = VMCOREINFO_FORMAT_ELF) -> None:
+        """Write the record (``guest_format`` other than ELF: a misbehaving driver, for faults)."""
         record = FwCfgVmcoreinfo.build(
-            {"host_format": 0, "guest_format": VMCOREINFO_FORMAT_ELF, "size": note_size, "paddr": note_paddr})
+            {"host_format": 0, "guest_format": guest_format, "size": note_size, "paddr": note_paddr})
         if self.mem is not None and self.scratch is not None:
             dma_write_file(self.fw_cfg, self.mem, self.scratch, UpstreamVmcoreinfoDevice.FILE, 0, record)
         else:
