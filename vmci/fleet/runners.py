@@ -255,7 +255,9 @@ class _QuietAbandonedGather(logging.Filter):
 def _workers(client: Any) -> int:
     """The scheduler's worker count; 0 when the scheduler cannot be asked (it is gone too)."""
     try:
-        return len(client.scheduler_info().get("workers", {}))
+        info = client.scheduler_info()
+        # distributed >= 2025 lists only the first few workers and counts them all in n_workers
+        return int(info.get("n_workers", len(info.get("workers", {}))))
     except Exception:  # OSError, TimeoutError, CommClosedError: no scheduler, so no worker
         return 0
 
